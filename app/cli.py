@@ -1,0 +1,190 @@
+"""The headless front end over ``app.core``.
+
+Errors print one line, ``error: <file>: <what>``, on stderr and exit with 2 (bad input),
+3 (model problem) or 4 (runtime failure); ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app import __version__
+from app.core.errors import CrownscanError, InputError
+from app.core.paths import bundled_models_dir
+from app.core.runtime import DEFAULT_PREFERENCE, PROVIDER_NAMES, RuntimeConfig, SessionPool
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", type=Path, default=None, help="models folder (default: bundled)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--providers",
+        default=",".join(DEFAULT_PREFERENCE),
+        help="provider preference, best first (tensorrt,cuda,cpu)",
+    )
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = automatic)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crownscan", description="Crown generation and model-scan segmentation, headless."
+    )
+    parser.add_argument("--version", action="version", version=f"crownscan {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("models", help="list the models in a models folder")
+    _common(p)
+
+    p = sub.add_parser("crown", help="generate a crown mesh from a scan")
+    p.add_argument("mesh", type=Path, help="scan around the preparation (STL/PLY/OBJ/OFF/VTP, mm)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="crown STL to write")
+    p.add_argument("--model", default=None, help="crown manifest path or model id")
+    p.add_argument("--resolution", type=int, default=None, help="generation grid resolution")
+    p.add_argument(
+        "--center",
+        type=float,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        default=None,
+        help="frame centre in mm (default: the manifest's)",
+    )
+    _common(p)
+    _runtime(p)
+
+    p = sub.add_parser("segment", help="segment a model-scan image")
+    p.add_argument("image", type=Path, help="model-scan image (PNG/JPEG/BMP/TIFF)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="label mask PNG (palette)")
+    p.add_argument("--overlay", type=Path, default=None, help="colour overlay PNG to write")
+    p.add_argument("--model", default=None, help="segmentation manifest path or model id")
+    p.add_argument("--roi", choices=("auto", "on", "off"), default="auto", help="crop path")
+    _common(p)
+    _runtime(p)
+    return parser
+
+
+def _pool(args: argparse.Namespace) -> SessionPool:
+    prefs = tuple(s.strip().lower() for s in args.providers.split(",") if s.strip())
+    bad = [s for s in prefs if s not in PROVIDER_NAMES]
+    if bad or not prefs:
+        raise InputError(None, f"--providers takes {','.join(PROVIDER_NAMES)}; got {args.providers}")
+    return SessionPool(RuntimeConfig(preference=prefs, intra_op_threads=args.threads))
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    return args.models if args.models is not None else bundled_models_dir()
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from app.core.manifest import scan_models
+
+    listing = scan_models(_models_dir(args))
+    rows = [
+        {
+            "id": m.id,
+            "kind": m.kind,
+            "name": m.name,
+            "version": m.version,
+            "manifest": str(m.manifest_path),
+            "onnx": [str(f) for f in m.onnx_files],
+        }
+        for m in listing.models
+    ]
+    errors = [str(e) for e in listing.errors]
+    if args.json:
+        print(json.dumps({"models": rows, "errors": errors}, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['id']:<24} {r['kind']:<13} v{r['version']:<6} {r['name']}")
+        for e in errors:
+            print(f"warning: {e}", file=sys.stderr)
+    return 0
+
+
+def cmd_crown(args: argparse.Namespace) -> int:
+    from app.core.crown.pipeline import run_crown
+    from app.core.manifest import find_model
+
+    model = find_model(args.model, "crown", _models_dir(args))
+    result = run_crown(
+        args.mesh,
+        args.output,
+        model,
+        _pool(args),
+        resolution=args.resolution,
+        center=args.center,
+    )
+    out: dict[str, Any] = {
+        "input": str(args.mesh),
+        "output": str(args.output),
+        "model": model.id,
+        "vertices": int(len(result.mesh.vertices)),
+        "faces": int(len(result.mesh.faces)),
+        "watertight": bool(result.watertight),
+        **result.report.as_dict(),
+    }
+    _emit(args, out, f"crown written to {args.output} ({out['faces']} triangles)")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from app.core.manifest import find_model
+    from app.core.segment.pipeline import run_segment
+
+    model = find_model(args.model, "segmentation", _models_dir(args))
+    roi = {"auto": None, "on": True, "off": False}[args.roi]
+    result = run_segment(
+        args.image, model, _pool(args), mask_path=args.output, overlay_path=args.overlay, roi=roi
+    )
+    out: dict[str, Any] = {
+        "input": str(args.image),
+        "output": str(args.output),
+        "overlay": None if args.overlay is None else str(args.overlay),
+        "model": model.id,
+        **result.report.as_dict(),
+    }
+    _emit(args, out, f"mask written to {args.output}")
+    return 0
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], line: str) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        print(line)
+
+
+COMMANDS = {"models": cmd_models, "crown": cmd_crown, "segment": cmd_segment}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.verb](args)
+    except CrownscanError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+              file=sys.stderr)
+        return 4
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,442 @@
+"""Model manifests: the JSON beside each ONNX file, turned into typed, validated specs.
+
+A lab adds its own model by dropping an ``.onnx`` file and a manifest in a models folder. Every
+key is checked: unknown keys and wrong types are errors naming the manifest file and the key, so
+a typo never silently changes how a model is fed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from app.core.errors import ModelError
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """How scan millimetres map into the model's unit cube [-0.5, 0.5]^3.
+
+    ``center`` is ``"bbox"`` (the input's bounding-box centre) or an explicit point in mm.
+    """
+
+    mode: Literal["fixed", "bbox"]
+    size_mm: float
+    center: Literal["bbox"] | tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Dense query grid, decision threshold and decoder batch size.
+
+    ``coarse_resolution`` (optional) turns on coarse-to-fine evaluation: the grid is evaluated
+    at that resolution first and refined only near the surface.
+    """
+
+    resolution: int
+    threshold: float
+    batch_points: int
+    coarse_resolution: int | None = None
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    method: Literal["none", "laplacian", "taubin"]
+    iterations: int
+
+
+@dataclass(frozen=True)
+class CrownModel:
+    """A validated crown manifest. ONNX paths are absolute (resolved against the manifest)."""
+
+    manifest_path: Path
+    name: str
+    version: str
+    onnx: Path | None
+    inputs: dict[str, str]
+    output: str
+    output_kind: Literal["logits", "probability"]
+    voxel_resolution: int
+    voxelization: Literal["solid", "surface"]
+    frame: Frame
+    point_convention: Literal["ifnet", "unit"]
+    generation: Generation
+    smoothing: Smoothing
+    encoder_onnx: Path | None = None
+    decoder_onnx: Path | None = None
+    features: tuple[str, ...] = ()
+    kind: Literal["crown"] = "crown"
+
+    @property
+    def id(self) -> str:
+        return self.manifest_path.stem
+
+    @property
+    def onnx_files(self) -> tuple[Path, ...]:
+        if self.onnx is not None:
+            return (self.onnx,)
+        return (self.encoder_onnx, self.decoder_onnx)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class SegClass:
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Roi:
+    """Two-stage crop path: find the stone model cheaply, segment only that crop.
+
+    ``method`` is ``"threshold"`` (classical, on a downscaled image) or ``"model"`` (a
+    low-resolution pass of the same model). ``margin`` is a fraction of the box size added on
+    each side; ``min_margin_px`` a floor in source pixels.
+    """
+
+    enabled: bool
+    method: Literal["threshold", "model"]
+    margin: float
+    min_margin_px: int
+    downscale: int
+
+
+@dataclass(frozen=True)
+class SegmentationModel:
+    """A validated segmentation manifest."""
+
+    manifest_path: Path
+    name: str
+    version: str
+    onnx: Path
+    input: str
+    output: str
+    input_size: tuple[int, int] | None
+    resize: Literal["stretch", "keep_ratio_pad"]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    to_rgb: bool
+    output_kind: Literal["logits", "probabilities", "labels"]
+    classes: tuple[SegClass, ...]
+    size_divisor: int
+    roi: Roi
+    kind: Literal["segmentation"] = "segmentation"
+
+    @property
+    def id(self) -> str:
+        return self.manifest_path.stem
+
+    @property
+    def onnx_files(self) -> tuple[Path, ...]:
+        return (self.onnx,)
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        return [c.color for c in self.classes]
+
+
+ModelSpec = CrownModel | SegmentationModel
+
+
+class _Reader:
+    """Typed access to one JSON object, raising errors that name the file and the key path."""
+
+    def __init__(self, path: Path, data: Any, where: str = "") -> None:
+        self.path = path
+        self.where = where
+        if not isinstance(data, dict):
+            self.fail(where or "manifest", "must be a JSON object")
+        self.data: dict[str, Any] = data
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def fail(self, key: str, what: str) -> None:
+        raise ModelError(self.path, f"key '{key}' {what}")
+
+    def get(self, name: str, check: Callable[[Any], bool], want: str, default: Any = _MISSING):
+        self.seen.add(name)
+        if name not in self.data:
+            if default is _MISSING:
+                self.fail(self.key(name), "is missing")
+            return default
+        value = self.data[name]
+        if not check(value):
+            self.fail(self.key(name), f"must be {want}, got {json.dumps(value)}")
+        return value
+
+    def text(self, name: str, default: Any = _MISSING) -> str:
+        return self.get(name, lambda v: isinstance(v, str) and v != "", "a non-empty string", default)
+
+    def choice(self, name: str, options: tuple[str, ...], default: Any = _MISSING) -> str:
+        want = "one of " + ", ".join(f"'{o}'" for o in options)
+        return self.get(name, lambda v: v in options, want, default)
+
+    def integer(self, name: str, low: int, high: int, default: Any = _MISSING) -> int:
+        return self.get(
+            name,
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high,
+            f"an integer from {low} to {high}",
+            default,
+        )
+
+    def number(self, name: str, low: float, high: float, default: Any = _MISSING) -> float:
+        value = self.get(
+            name,
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and low <= v <= high,
+            f"a number from {low} to {high}",
+            default,
+        )
+        return float(value)
+
+    def boolean(self, name: str, default: Any = _MISSING) -> bool:
+        return self.get(name, lambda v: isinstance(v, bool), "true or false", default)
+
+    def child(self, name: str, default: Any = _MISSING) -> _Reader | None:
+        value = self.get(name, lambda v: isinstance(v, dict), "a JSON object", default)
+        return None if value is None else _Reader(self.path, value, self.key(name))
+
+    def file(self, name: str, default: Any = _MISSING) -> Path | None:
+        rel = self.text(name, default)
+        if rel is None:
+            return None
+        resolved = (self.path.parent / rel).resolve()
+        if not resolved.is_file():
+            self.fail(self.key(name), f"names '{rel}', which does not exist beside the manifest")
+        return resolved
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            self.fail(self.key(unknown[0]), "is not a known manifest key")
+
+
+def _is_vec3(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) == 3
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+    )
+
+
+def _is_rgb(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) == 3
+        and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in v)
+    )
+
+
+def _crown(r: _Reader, name: str, version: str) -> CrownModel:
+    onnx = r.file("onnx", None)
+    encoder = r.file("encoder_onnx", None)
+    decoder = r.file("decoder_onnx", None)
+    features: tuple[str, ...] = ()
+    if onnx is None:
+        if encoder is None or decoder is None:
+            r.fail("onnx", "is missing (give 'onnx', or both 'encoder_onnx' and 'decoder_onnx')")
+        features = tuple(
+            r.get(
+                "features",
+                lambda v: isinstance(v, list) and v and all(isinstance(s, str) for s in v),
+                "a non-empty list of tensor names",
+            )
+        )
+    elif encoder is not None or decoder is not None:
+        r.fail("encoder_onnx", "cannot be given together with 'onnx'")
+
+    inputs_r = r.child("inputs")
+    inputs = {"voxels": inputs_r.text("voxels"), "points": inputs_r.text("points")}
+    inputs_r.done()
+
+    frame_r = r.child("frame")
+    mode = frame_r.choice("mode", ("fixed", "bbox"))
+    size_mm = frame_r.number("size_mm", 0.1, 1000.0, 20.0)
+    center = frame_r.get(
+        "center", lambda v: v == "bbox" or _is_vec3(v), "'bbox' or [x, y, z] in mm", "bbox"
+    )
+    frame_r.done()
+    frame = Frame(mode, size_mm, center if center == "bbox" else tuple(float(c) for c in center))
+
+    gen_r = r.child("generation", {})
+    resolution = gen_r.integer("resolution", 8, 1024, 256)
+    coarse = gen_r.get(
+        "coarse_resolution",
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 4 <= v),
+        "null or an integer of at least 4",
+        None,
+    )
+    if coarse is not None and (coarse >= resolution or (resolution - 1) % (coarse - 1)):
+        gen_r.fail(
+            gen_r.key("coarse_resolution"),
+            f"must be below 'resolution' ({resolution}) with (resolution - 1) a multiple of "
+            f"(coarse_resolution - 1), got {coarse}",
+        )
+    generation = Generation(
+        resolution=resolution,
+        threshold=gen_r.number("threshold", 0.0, 1.0, 0.5),
+        batch_points=gen_r.integer("batch_points", 1, 50_000_000, 200_000),
+        coarse_resolution=coarse,
+    )
+    gen_r.done()
+
+    smooth_r = r.child("smoothing", {})
+    smoothing = Smoothing(
+        method=smooth_r.choice("method", ("none", "laplacian", "taubin"), "taubin"),
+        iterations=smooth_r.integer("iterations", 0, 1000, 10),
+    )
+    smooth_r.done()
+
+    spec = CrownModel(
+        manifest_path=r.path,
+        name=name,
+        version=version,
+        onnx=onnx,
+        inputs=inputs,
+        output=r.text("output"),
+        output_kind=r.choice("output_kind", ("logits", "probability"), "logits"),
+        voxel_resolution=r.integer("voxel_resolution", 4, 512),
+        voxelization=r.choice("voxelization", ("solid", "surface"), "solid"),
+        frame=frame,
+        point_convention=r.choice("point_convention", ("ifnet", "unit"), "ifnet"),
+        generation=generation,
+        smoothing=smoothing,
+        encoder_onnx=encoder,
+        decoder_onnx=decoder,
+        features=features,
+    )
+    r.done()
+    return spec
+
+
+def _segmentation(r: _Reader, name: str, version: str) -> SegmentationModel:
+    size = r.get(
+        "input_size",
+        lambda v: v is None
+        or (
+            isinstance(v, list)
+            and len(v) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) and 8 <= x <= 16384 for x in v)
+        ),
+        "null or [height, width] in pixels",
+    )
+    classes_raw = r.get(
+        "classes",
+        lambda v: isinstance(v, list) and 1 <= len(v) <= 256,
+        "a list of 1 to 256 classes",
+    )
+    classes = []
+    for i, item in enumerate(classes_raw):
+        cr = _Reader(r.path, item, f"classes[{i}]")
+        classes.append(
+            SegClass(cr.text("name"), tuple(cr.get("color", _is_rgb, "[r, g, b] from 0 to 255")))
+        )
+        cr.done()
+
+    roi_r = r.child("roi", None)
+    if roi_r is None:
+        roi = Roi(enabled=False, method="threshold", margin=0.08, min_margin_px=32, downscale=8)
+    else:
+        roi = Roi(
+            enabled=roi_r.boolean("enabled", True),
+            method=roi_r.choice("method", ("threshold", "model"), "threshold"),
+            margin=roi_r.number("margin", 0.0, 2.0, 0.08),
+            min_margin_px=roi_r.integer("min_margin_px", 0, 4096, 32),
+            downscale=roi_r.integer("downscale", 1, 64, 8),
+        )
+        roi_r.done()
+
+    def vec3(key: str) -> tuple[float, float, float]:
+        return tuple(float(x) for x in r.get(key, _is_vec3, "a list of three numbers"))
+
+    std = vec3("std")
+    if any(s <= 0 for s in std):
+        r.fail("std", "must hold three positive numbers")
+    spec = SegmentationModel(
+        manifest_path=r.path,
+        name=name,
+        version=version,
+        onnx=r.file("onnx"),
+        input=r.text("input"),
+        output=r.text("output"),
+        input_size=None if size is None else (size[0], size[1]),
+        resize=r.choice("resize", ("stretch", "keep_ratio_pad"), "stretch"),
+        mean=vec3("mean"),
+        std=std,
+        to_rgb=r.boolean("to_rgb", True),
+        output_kind=r.choice("output_kind", ("logits", "probabilities", "labels")),
+        classes=tuple(classes),
+        size_divisor=r.integer("size_divisor", 1, 1024, 32),
+        roi=roi,
+    )
+    r.done()
+    return spec
+
+
+def load_manifest(path: str | Path) -> ModelSpec:
+    """Read and validate one manifest; raise :class:`ModelError` naming the file and key."""
+    path = Path(path).resolve()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelError(path, "manifest file does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(path, f"cannot read manifest: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ModelError(path, f"not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    r = _Reader(path, data)
+    kind = r.choice("kind", ("crown", "segmentation"))
+    name = r.text("name")
+    version = r.get("version", lambda v: isinstance(v, str | int), "a string", "1")
+    if kind == "crown":
+        return _crown(r, name, str(version))
+    return _segmentation(r, name, str(version))
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    """Result of scanning a folder: the valid specs and the manifests that failed, with why."""
+
+    models: list[ModelSpec]
+    errors: list[ModelError]
+
+
+def scan_models(folder: str | Path) -> ModelListing:
+    """Load every ``*.json`` manifest in ``folder`` (not recursive), sorted by file name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(folder, "models folder does not exist")
+    models: list[ModelSpec] = []
+    errors: list[ModelError] = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            models.append(load_manifest(path))
+        except ModelError as exc:
+            errors.append(exc)
+    return ModelListing(models, errors)
+
+
+def find_model(ref: str | Path | None, kind: str, folder: str | Path) -> ModelSpec:
+    """Resolve ``ref`` (a manifest path, a model id in ``folder``, or None for the first of
+    ``kind`` there) to a validated spec of that kind."""
+    if ref is not None and (str(ref).endswith(".json") or Path(ref).is_file()):
+        spec = load_manifest(ref)
+    else:
+        listing = scan_models(folder)
+        matches = [m for m in listing.models if m.kind == kind and (ref is None or m.id == ref)]
+        if not matches:
+            if ref is not None:
+                for err in listing.errors:
+                    if err.path is not None and err.path.stem == ref:
+                        raise err
+            what = f"no {kind} model '{ref}'" if ref is not None else f"no {kind} model"
+            raise ModelError(folder, f"{what} in this models folder")
+        spec = matches[0]
+    if spec.kind != kind:
+        raise ModelError(spec.manifest_path, f"is a {spec.kind} model, a {kind} model is needed")
+    return spec
