@@ -76,7 +76,9 @@ def _pool(args: argparse.Namespace) -> SessionPool:
     prefs = tuple(s.strip().lower() for s in args.providers.split(",") if s.strip())
     bad = [s for s in prefs if s not in PROVIDER_NAMES]
     if bad or not prefs:
-        raise InputError(None, f"--providers takes {','.join(PROVIDER_NAMES)}; got {args.providers}")
+        raise InputError(
+            None, f"--providers takes {','.join(PROVIDER_NAMES)}; got {args.providers}"
+        )
     return SessionPool(RuntimeConfig(preference=prefs, intra_op_threads=args.threads))
 
 
@@ -181,8 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line unless --debug
         if args.debug:
             traceback.print_exc()
-        print(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
-              file=sys.stderr)
+        print(
+            f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+            file=sys.stderr,
+        )
         return 4
 
 

@@ -171,7 +171,9 @@ class _Reader:
         return value
 
     def text(self, name: str, default: Any = _MISSING) -> str:
-        return self.get(name, lambda v: isinstance(v, str) and v != "", "a non-empty string", default)
+        return self.get(
+            name, lambda v: isinstance(v, str) and v != "", "a non-empty string", default
+        )
 
     def choice(self, name: str, options: tuple[str, ...], default: Any = _MISSING) -> str:
         want = "one of " + ", ".join(f"'{o}'" for o in options)
@@ -317,11 +319,15 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
 def _segmentation(r: _Reader, name: str, version: str) -> SegmentationModel:
     size = r.get(
         "input_size",
-        lambda v: v is None
-        or (
-            isinstance(v, list)
-            and len(v) == 2
-            and all(isinstance(x, int) and not isinstance(x, bool) and 8 <= x <= 16384 for x in v)
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, list)
+                and len(v) == 2
+                and all(
+                    isinstance(x, int) and not isinstance(x, bool) and 8 <= x <= 16384 for x in v
+                )
+            )
         ),
         "null or [height, width] in pixels",
     )

@@ -7,6 +7,7 @@ able to see whether a run took 10 s on TensorRT or 120 s on the CPU, and why.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -108,20 +109,41 @@ def create_session(path: Path, config: RuntimeConfig) -> ModelSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(0, int(config.intra_op_threads))
     options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(
-            str(path),
-            sess_options=options,
-            providers=[_provider_entry(p, config) for p in chain],
-            enable_fallback=0,
-        )
-    except Exception as exc:
-        raise ModelError(path, f"cannot load model: {exc}") from exc
+    session = None
+    while session is None:
+        try:
+            session = _quiet_session(
+                ort, path, options, [_provider_entry(p, config) for p in chain]
+            )
+        except Exception as exc:
+            if chain[0] == "cpu":
+                raise ModelError(path, f"cannot load model: {_first_line(exc)}") from exc
+            notes.append(f"{chain[0]}: could not be initialised: {_first_line(exc)}")
+            chain = chain[1:]
     providers = [SHORT_NAMES.get(p, p) for p in session.get_providers()]
     for p in chain:
         if p not in providers:
             notes.append(f"{p}: could not be initialised (drivers or libraries missing)")
     return ModelSession(path, session, requested, providers, notes)
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[-1] if text else type(exc).__name__
+    line = re.sub(r"^\S+\.(?:cc|cpp|h):\d+\s+(?:[^()]*\([^()]*\)\s+)?", "", line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _quiet_session(ort: Any, path: Path, options: Any, providers: list) -> Any:
+    """Create a session with ONNX Runtime's own retry-on-CPU disabled and its provider-loading
+    chatter muted: the caller records why a provider was dropped."""
+    ort.set_default_logger_severity(4)
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=providers, enable_fallback=0
+        )
+    finally:
+        ort.set_default_logger_severity(2)
 
 
 class SessionPool:
