@@ -169,6 +169,12 @@ COMMANDS = {"models": cmd_models, "crown": cmd_crown, "segment": cmd_segment}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a CLI verb, or open the window when no verb is given (``crownscan [--workspace D]``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help", "--version"):
+        from app.ui.launch import main as gui_main
+
+        return gui_main(argv)
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.verb](args)
