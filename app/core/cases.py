@@ -1,0 +1,592 @@
+"""Workspaces, cases, their status, and the QA record kept in SQLite.
+
+A workspace is a folder of case folders. A case folder holds one context scan mesh (the first
+file by name with a mesh suffix) and model-scan images at its top level; everything Crownscan
+writes goes to ``<case>/output/`` and inputs are never touched. QA decisions live in
+``<workspace>/crownscan-qa.sqlite``: a decision is committed (``synchronous=FULL``) before the
+caller may say it is saved, so it survives a crash from that moment on.
+
+Qt-free: the window, the CLI and tests use the same functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import enum
+import getpass
+import hashlib
+import io
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.core.errors import InputError, PipelineError
+from app.core.fileio import atomic_write_bytes, check_not_input
+from app.core.report import CancelToken, ProgressFn, RunReport
+
+MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off", ".vtp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+OUTPUT_DIR = "output"
+DB_NAME = "crownscan-qa.sqlite"
+CROWN_NAME = "crown.stl"
+
+
+class CaseStatus(enum.StrEnum):
+    """What a technician sees next to each case."""
+
+    NEW = "new"
+    RUNNING = "running"
+    GENERATED = "generated"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    NEEDS_REWORK = "needs rework"
+    ERROR = "error"
+
+
+class Decision(enum.StrEnum):
+    """A QA decision; the value is what the database and the CSV report store."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    NEEDS_REWORK = "needs rework"
+
+    @property
+    def status(self) -> CaseStatus:
+        return CaseStatus(self.value)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case folder: its context scan, its model-scan images, and where outputs go.
+
+    ``problem`` says why the case cannot run (no scan found), or is None.
+    """
+
+    name: str
+    folder: Path
+    scan: Path | None
+    images: tuple[Path, ...]
+    problem: str | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        return self.folder / OUTPUT_DIR
+
+    @property
+    def inputs(self) -> tuple[Path, ...]:
+        return ((self.scan,) if self.scan is not None else ()) + self.images
+
+    @property
+    def crown_path(self) -> Path:
+        return self.output_dir / CROWN_NAME
+
+    def mask_path(self, image: Path) -> Path:
+        return self.output_dir / f"{Path(image).stem}_mask.png"
+
+    def overlay_path(self, image: Path) -> Path:
+        return self.output_dir / f"{Path(image).stem}_overlay.png"
+
+    def expected_outputs(self) -> list[Path]:
+        return [self.crown_path] + [self.mask_path(i) for i in self.images]
+
+    def outputs_present(self) -> bool:
+        """True when every output a full run writes exists (crown STL, one mask per image)."""
+        if self.scan is None:
+            return False
+        return all(p.is_file() for p in self.expected_outputs())
+
+
+def _case_from_folder(folder: Path) -> Case:
+    files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.name.lower())
+    meshes = [p for p in files if p.suffix.lower() in MESH_SUFFIXES and not p.name.startswith(".")]
+    images = tuple(
+        p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+    problem = None
+    if not meshes:
+        problem = f"no scan mesh ({', '.join(MESH_SUFFIXES)}) in the case folder"
+    return Case(folder.name, folder, meshes[0] if meshes else None, images, problem)
+
+
+def discover_cases(workspace: str | Path) -> list[Case]:
+    """The case folders of ``workspace``, sorted by name.
+
+    A sub-folder counts as a case when it holds a mesh or an image at its top level; one with
+    images but no mesh is listed with ``problem`` set so the technician sees why it cannot run.
+    Hidden folders and ``output`` folders are skipped.
+    """
+    root = Path(workspace)
+    if not root.is_dir():
+        raise InputError(root, "workspace folder does not exist")
+    cases = []
+    try:
+        entries = sorted(root.iterdir(), key=lambda p: p.name.lower())
+    except OSError as exc:
+        raise InputError(root, f"cannot list workspace: {exc.strerror or exc}") from exc
+    for sub in entries:
+        if not sub.is_dir() or sub.name.startswith(".") or sub.name == OUTPUT_DIR:
+            continue
+        try:
+            case = _case_from_folder(sub)
+        except OSError:
+            continue
+        if case.scan is not None or case.images:
+            cases.append(case)
+    return cases
+
+
+def input_hash(case: Case) -> str:
+    """sha256 over the case's input files (name, size and bytes, in order).
+
+    Stored with every decision so a record can be matched to exactly the inputs it judged.
+    """
+    h = hashlib.sha256()
+    for path in case.inputs:
+        try:
+            with open(path, "rb") as f:
+                h.update(path.name.encode() + b"\0")
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError as exc:
+            raise InputError(path, f"cannot read input: {exc.strerror or exc}") from exc
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# --- QA records -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QaRecord:
+    """One QA decision as stored: who decided what, on which inputs, with which models."""
+
+    case: str
+    decision: Decision
+    note: str = ""
+    time: str = ""
+    user: str = ""
+    crown_model: str = ""
+    crown_version: str = ""
+    seg_model: str = ""
+    seg_version: str = ""
+    provider: str = ""
+    input_hash: str = ""
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The outcome of the latest run of a case: ``generated`` or ``error`` (with its message)."""
+
+    case: str
+    outcome: str
+    message: str
+    time: str
+
+
+CSV_COLUMNS = [
+    "case",
+    "decision",
+    "note",
+    "time",
+    "user",
+    "crown_model",
+    "crown_version",
+    "seg_model",
+    "seg_version",
+    "provider",
+    "input_hash",
+]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_name TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    time TEXT NOT NULL,
+    user TEXT NOT NULL,
+    crown_model TEXT NOT NULL DEFAULT '',
+    crown_version TEXT NOT NULL DEFAULT '',
+    seg_model TEXT NOT NULL DEFAULT '',
+    seg_version TEXT NOT NULL DEFAULT '',
+    provider TEXT NOT NULL DEFAULT '',
+    input_hash TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS decisions_case ON decisions(case_name, id);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_name TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    time TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_case ON runs(case_name, id);
+"""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
+
+
+def current_user() -> str:
+    """The operating-system user recorded with each decision ("unknown" if it cannot be read)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # getpass raises OSError or KeyError on odd systems
+        return "unknown"
+
+
+class QaStore:
+    """The workspace's QA database. Use from one thread (the GUI thread); close when done.
+
+    Every write is its own transaction, committed before the method returns, with
+    ``synchronous=FULL`` and a WAL journal: once ``record_decision`` returns the decision is on
+    disk.
+    """
+
+    def __init__(self, workspace: str | Path) -> None:
+        self.workspace = Path(workspace)
+        self.path = self.workspace / DB_NAME
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise InputError(self.path, f"cannot open the QA database: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> QaStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, sql: str, params: Sequence[Any]) -> int:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(sql, params)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise PipelineError(self.path, f"cannot save to the QA database: {exc}") from exc
+        return int(cur.lastrowid or 0)
+
+    def record_decision(self, record: QaRecord) -> QaRecord:
+        """Store a decision (time and user filled in when empty); return it with its id."""
+        rec = dataclasses.replace(
+            record,
+            decision=Decision(record.decision),
+            time=record.time or _now(),
+            user=record.user or current_user(),
+        )
+        row_id = self._write(
+            "INSERT INTO decisions (case_name, decision, note, time, user, crown_model,"
+            " crown_version, seg_model, seg_version, provider, input_hash)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                rec.case,
+                rec.decision.value,
+                rec.note,
+                rec.time,
+                rec.user,
+                rec.crown_model,
+                rec.crown_version,
+                rec.seg_model,
+                rec.seg_version,
+                rec.provider,
+                rec.input_hash,
+            ),
+        )
+        return dataclasses.replace(rec, id=row_id)
+
+    def record_run(self, case: str, outcome: str, message: str = "") -> None:
+        """Remember a run's outcome (``generated`` or ``error``) so an error shows on reopen."""
+        if outcome not in ("generated", "error"):
+            raise ValueError(f"outcome must be 'generated' or 'error', got {outcome!r}")
+        self._write(
+            "INSERT INTO runs (case_name, outcome, message, time) VALUES (?,?,?,?)",
+            (case, outcome, message, _now()),
+        )
+
+    @staticmethod
+    def _qa(row: sqlite3.Row | tuple) -> QaRecord:
+        return QaRecord(
+            id=row[0],
+            case=row[1],
+            decision=Decision(row[2]),
+            note=row[3],
+            time=row[4],
+            user=row[5],
+            crown_model=row[6],
+            crown_version=row[7],
+            seg_model=row[8],
+            seg_version=row[9],
+            provider=row[10],
+            input_hash=row[11],
+        )
+
+    _COLS = (
+        "id, case_name, decision, note, time, user, crown_model, crown_version, seg_model,"
+        " seg_version, provider, input_hash"
+    )
+
+    def history(self, case: str | None = None) -> list[QaRecord]:
+        """All decisions (of one case when given), oldest first."""
+        if case is None:
+            rows = self._db.execute(f"SELECT {self._COLS} FROM decisions ORDER BY id").fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT {self._COLS} FROM decisions WHERE case_name=? ORDER BY id", (case,)
+            ).fetchall()
+        return [self._qa(r) for r in rows]
+
+    def latest_decisions(self) -> dict[str, QaRecord]:
+        """The latest decision of every case that has one."""
+        rows = self._db.execute(
+            f"SELECT {self._COLS} FROM decisions WHERE id IN"
+            " (SELECT MAX(id) FROM decisions GROUP BY case_name)"
+        ).fetchall()
+        return {r[1]: self._qa(r) for r in rows}
+
+    def latest_runs(self) -> dict[str, RunRecord]:
+        rows = self._db.execute(
+            "SELECT case_name, outcome, message, time FROM runs WHERE id IN"
+            " (SELECT MAX(id) FROM runs GROUP BY case_name)"
+        ).fetchall()
+        return {r[0]: RunRecord(*r) for r in rows}
+
+    def export_csv(self, path: str | Path) -> int:
+        """Write every decision to a CSV report atomically; return the number of rows."""
+        path = Path(path)
+        check_not_input(path, [self.path])
+        records = self.history()
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for r in records:
+            writer.writerow(
+                [
+                    r.case,
+                    r.decision.value,
+                    r.note,
+                    r.time,
+                    r.user,
+                    r.crown_model,
+                    r.crown_version,
+                    r.seg_model,
+                    r.seg_version,
+                    r.provider,
+                    r.input_hash,
+                ]
+            )
+        atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+        return len(records)
+
+
+def case_status(
+    case: Case, decision: QaRecord | None = None, run: RunRecord | None = None
+) -> CaseStatus:
+    """A case's status on opening the workspace.
+
+    A case that cannot run is an error. Otherwise the latest event wins: a run that failed after
+    the last decision is an error, a run that produced new outputs after it needs a new look
+    (generated); else the latest decision; else outputs on disk (generated); else new.
+    """
+    if case.problem:
+        return CaseStatus.ERROR
+    if run is not None and (decision is None or run.time > decision.time):
+        if run.outcome == "error":
+            return CaseStatus.ERROR
+        if decision is not None and case.outputs_present():
+            return CaseStatus.GENERATED
+    if decision is not None:
+        return decision.decision.status
+    if case.outputs_present():
+        return CaseStatus.GENERATED
+    return CaseStatus.NEW
+
+
+def error_text(case: Case, run: RunRecord | None) -> str | None:
+    """Why a case is in error (to show on hover and in the details pane), or None."""
+    if case.problem:
+        return f"{case.folder}: {case.problem}"
+    if run is not None and run.outcome == "error":
+        return run.message
+    return None
+
+
+PENDING = (CaseStatus.NEW, CaseStatus.GENERATED, CaseStatus.NEEDS_REWORK)
+
+
+def is_pending(status: CaseStatus) -> bool:
+    """A case still waiting for a technician: not yet generated, or generated but not judged."""
+    return status in PENDING
+
+
+# --- Running one case -----------------------------------------------------------------------
+
+
+@dataclass
+class ImageResult:
+    """One segmented image of a case."""
+
+    image_path: Path
+    result: Any  # app.core.segment.pipeline.SegmentResult
+
+
+@dataclass
+class CaseResult:
+    """What ``run_case`` produced: the crown, the segmented images, and the files written."""
+
+    case: str
+    crown: Any  # app.core.crown.pipeline.CrownResult
+    images: list[ImageResult] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    providers: list[str] = field(default_factory=list)
+    report: RunReport = field(default_factory=RunReport)
+
+
+def run_case(
+    case: Case,
+    crown_model: Any,
+    seg_model: Any | None,
+    pool: Any,
+    *,
+    resolution: int | None = None,
+    roi: bool | None = None,
+    overlay_alpha: float = 0.5,
+    cancel: CancelToken | None = None,
+    progress: ProgressFn | None = None,
+) -> CaseResult:
+    """Generate the crown and segment every image of ``case``, then write all outputs.
+
+    Everything is computed in memory first and written only once the whole case succeeded, so
+    a cancelled or failed run leaves the case folder exactly as it was. Raises
+    :class:`~app.core.errors.Cancelled`, :class:`InputError` naming a broken file, or
+    :class:`PipelineError`.
+    """
+    from app.core.crown.meshio import load_mesh, write_stl
+    from app.core.crown.pipeline import generate_crown
+
+    if case.problem or case.scan is None:
+        raise InputError(case.folder, case.problem or "no scan mesh in the case folder")
+    cancel = cancel or CancelToken()
+    report = RunReport()
+    n_img = len(case.images) if seg_model is not None else 0
+    crown_share = 0.7 if n_img else 1.0
+
+    def sub(start: float, span: float, prefix: str) -> ProgressFn:
+        def fn(stage: str, frac: float) -> None:
+            if progress is not None:
+                progress(f"{prefix}: {stage}", start + span * max(0.0, min(1.0, frac)))
+
+        return fn
+
+    cancel.check()
+    with report.stage("load scan"):
+        scan = load_mesh(case.scan)
+    cancel.check()
+    crown = generate_crown(
+        scan,
+        crown_model,
+        pool,
+        resolution=resolution,
+        cancel=cancel,
+        progress=sub(0.0, crown_share, "crown"),
+    )
+    providers: list[str] = list(crown.report.providers)
+    for k, v in crown.report.timings_ms.items():
+        report.timings_ms[f"crown {k}"] = v
+    images: list[ImageResult] = []
+    if seg_model is not None:
+        from app.core.segment.imageio import load_image
+        from app.core.segment.pipeline import segment_image
+
+        span = (1.0 - crown_share) / max(1, n_img)
+        for i, image_path in enumerate(case.images):
+            cancel.check()
+            rgb = load_image(image_path)
+            seg = segment_image(
+                rgb,
+                seg_model,
+                pool,
+                roi=roi,
+                cancel=cancel,
+                progress=sub(crown_share + i * span, span, f"image {i + 1}/{n_img}"),
+            )
+            images.append(ImageResult(image_path, seg))
+            for p in seg.report.providers:
+                if p not in providers:
+                    providers.append(p)
+            for k, v in seg.report.timings_ms.items():
+                report.timings_ms[f"segment {k}"] = report.timings_ms.get(f"segment {k}", 0) + v
+    cancel.check()
+    if progress is not None:
+        progress("writing outputs", 1.0)
+    written = write_case_outputs(case, crown.mesh, images, seg_model, overlay_alpha, write_stl)
+    report.providers = providers
+    report.info["decoder_points"] = crown.report.info.get("decoder_points")
+    return CaseResult(case.name, crown, images, written, providers, report)
+
+
+def write_case_outputs(
+    case: Case,
+    crown_mesh: Any,
+    images: Iterable[ImageResult],
+    seg_model: Any | None,
+    overlay_alpha: float,
+    write_stl: Any,
+) -> list[Path]:
+    """Write crown STL, mask PNGs and overlays into ``<case>/output/`` (each atomically)."""
+    written: list[Path] = []
+    inputs = list(case.inputs)
+    write_stl(case.crown_path, crown_mesh, inputs)
+    written.append(case.crown_path)
+    if seg_model is None:
+        return written
+    from PIL import Image
+
+    from app.core.fileio import atomic_write
+    from app.core.segment.imageio import save_label_png
+    from app.core.segment.overlay import overlay
+
+    for item in images:
+        mask = case.mask_path(item.image_path)
+        save_label_png(mask, item.result.labels, seg_model.palette, inputs)
+        written.append(mask)
+        ov_path = case.overlay_path(item.image_path)
+        check_not_input(ov_path, inputs)
+        ov = overlay(item.result.image, item.result.labels, seg_model.palette, alpha=overlay_alpha)
+        atomic_write(ov_path, lambda tmp, ov=ov: Image.fromarray(ov).save(tmp, format="PNG"))
+        written.append(ov_path)
+    return written
+
+
+__all__ = [
+    "Case",
+    "CaseResult",
+    "CaseStatus",
+    "Decision",
+    "ImageResult",
+    "QaRecord",
+    "QaStore",
+    "RunRecord",
+    "case_status",
+    "current_user",
+    "discover_cases",
+    "error_text",
+    "input_hash",
+    "is_pending",
+    "run_case",
+]
