@@ -113,6 +113,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_crown(args: argparse.Namespace) -> int:
+    pool = _pool(args)
     from app.core.crown.pipeline import run_crown
     from app.core.manifest import find_model
 
@@ -121,7 +122,7 @@ def cmd_crown(args: argparse.Namespace) -> int:
         args.mesh,
         args.output,
         model,
-        _pool(args),
+        pool,
         resolution=args.resolution,
         center=args.center,
     )
@@ -139,13 +140,14 @@ def cmd_crown(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    pool = _pool(args)
     from app.core.manifest import find_model
     from app.core.segment.pipeline import run_segment
 
     model = find_model(args.model, "segmentation", _models_dir(args))
     roi = {"auto": None, "on": True, "off": False}[args.roi]
     result = run_segment(
-        args.image, model, _pool(args), mask_path=args.output, overlay_path=args.overlay, roi=roi
+        args.image, model, pool, mask_path=args.output, overlay_path=args.overlay, roi=roi
     )
     out: dict[str, Any] = {
         "input": str(args.image),
