@@ -1,0 +1,172 @@
+"""Region of interest: find the stone model cheaply, so only that crop is segmented.
+
+Two finders, both on the image downscaled by ``roi.downscale``:
+
+- ``threshold`` (classical): the background colour is the median of a border band; each
+  pixel's distance from it (max over R, G, B) is thresholded with Otsu's method (never below
+  :data:`MIN_CONTRAST` levels, so sensor noise on an empty frame finds nothing); a morphological
+  close then open removes speckle; the box is the union of the connected components at least
+  :data:`KEEP_FRACTION` of the largest one's area.
+- ``model``: the same model run once on the downscaled image; the box of every pixel not of
+  class 0 (background, as in mmseg datasets), after an opening that drops isolated pixels.
+
+:func:`expand_box` adds the margin, rounds the crop up to the size divisor and keeps it inside
+the image. Boxes are ``(x0, y0, x1, y1)`` in source pixels, ``x1``/``y1`` exclusive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from app.core.manifest import SegmentationModel
+from app.core.segment.preprocess import round_up
+
+Box = tuple[int, int, int, int]
+
+MIN_CONTRAST = 12
+KEEP_FRACTION = 0.1
+BORDER_FRACTION = 0.03
+MAX_FRACTION = 0.9
+"""A crop covering more of the frame than this saves too little: segment the full frame."""
+
+
+def downscaled(image_rgb: np.ndarray, downscale: int) -> np.ndarray:
+    """Area-averaged copy, each side divided by ``downscale`` (at least 8 px)."""
+    h, w = image_rgb.shape[:2]
+    if downscale <= 1:
+        return image_rgb
+    size = (max(8, w // downscale), max(8, h // downscale))
+    return cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def _scale_box(box: Box, small: tuple[int, int], full: tuple[int, int]) -> Box:
+    """Map a box on the downscaled image to source pixels (outward rounding)."""
+    sy, sx = full[0] / small[0], full[1] / small[1]
+    x0, y0, x1, y1 = box
+    return (
+        max(0, int(np.floor(x0 * sx))),
+        max(0, int(np.floor(y0 * sy))),
+        min(full[1], int(np.ceil(x1 * sx))),
+        min(full[0], int(np.ceil(y1 * sy))),
+    )
+
+
+def background_colour(small_rgb: np.ndarray) -> np.ndarray:
+    """Median colour of a band along the four borders (float32 (3,))."""
+    h, w = small_rgb.shape[:2]
+    b = max(1, int(round(min(h, w) * BORDER_FRACTION)))
+    band = np.concatenate(
+        [
+            small_rgb[:b].reshape(-1, 3),
+            small_rgb[-b:].reshape(-1, 3),
+            small_rgb[:, :b].reshape(-1, 3),
+            small_rgb[:, -b:].reshape(-1, 3),
+        ]
+    )
+    return np.median(band, axis=0).astype(np.float32)
+
+
+def foreground_threshold(small_rgb: np.ndarray) -> np.ndarray:
+    """Boolean mask of pixels that differ from the border-estimated background colour."""
+    bg = background_colour(small_rgb)
+    diff = np.abs(small_rgb.astype(np.float32) - bg).max(axis=2)
+    diff = np.clip(diff, 0, 255).astype(np.uint8)
+    otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = (diff > max(otsu, MIN_CONTRAST)).astype(np.uint8)
+    k = max(3, (min(small_rgb.shape[:2]) // 64) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    return mask.astype(bool)
+
+
+def mask_box(mask: np.ndarray, keep_fraction: float = KEEP_FRACTION) -> Box | None:
+    """Union box of the components at least ``keep_fraction`` of the largest's area."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return None
+    comps = stats[1:]
+    areas = comps[:, cv2.CC_STAT_AREA]
+    keep = comps[areas >= keep_fraction * areas.max()]
+    x0 = int(keep[:, cv2.CC_STAT_LEFT].min())
+    y0 = int(keep[:, cv2.CC_STAT_TOP].min())
+    x1 = int((keep[:, cv2.CC_STAT_LEFT] + keep[:, cv2.CC_STAT_WIDTH]).max())
+    y1 = int((keep[:, cv2.CC_STAT_TOP] + keep[:, cv2.CC_STAT_HEIGHT]).max())
+    return x0, y0, x1, y1
+
+
+def find_box_threshold(image_rgb: np.ndarray, downscale: int) -> Box | None:
+    """Tight box of the stone model by the classical threshold method, or None."""
+    small = downscaled(image_rgb, downscale)
+    box = mask_box(foreground_threshold(small))
+    return None if box is None else _scale_box(box, small.shape[:2], image_rgb.shape[:2])
+
+
+def find_box_model(
+    image_rgb: np.ndarray, downscale: int, segment: Callable[[np.ndarray], np.ndarray]
+) -> Box | None:
+    """Tight box of non-background pixels from ``segment`` (labels of the downscaled image)."""
+    small = downscaled(image_rgb, downscale)
+    labels = segment(small)
+    fg = (labels != 0).astype(np.uint8)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    box = mask_box(fg, keep_fraction=0.0)
+    return None if box is None else _scale_box(box, small.shape[:2], image_rgb.shape[:2])
+
+
+def expand_box(
+    box: Box, image_size: tuple[int, int], roi_margin: float, min_margin_px: int, divisor: int
+) -> Box:
+    """Grow ``box`` by the margin on every side, round its size up to ``divisor``, keep it in
+    the image (shifting it inwards rather than shrinking it; a side longer than the image
+    becomes the whole side)."""
+    h, w = image_size
+    x0, y0, x1, y1 = box
+    mx = max(roi_margin * (x1 - x0), min_margin_px)
+    my = max(roi_margin * (y1 - y0), min_margin_px)
+    out = []
+    for lo, hi, m, size in ((x0, x1, mx, w), (y0, y1, my, h)):
+        a = int(np.floor(lo - m))
+        b = int(np.ceil(hi + m))
+        length = round_up(b - a, divisor)
+        if length >= size:
+            out.append((0, size))
+            continue
+        centre_pad = length - (b - a)
+        a -= centre_pad // 2
+        a = min(max(a, 0), size - length)
+        out.append((a, a + length))
+    (ax, bx), (ay, by) = out
+    return ax, ay, bx, by
+
+
+def plan_roi(
+    image_rgb: np.ndarray,
+    model: SegmentationModel,
+    segment_small: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[Box | None, str]:
+    """The crop to segment and a note saying how it was chosen (or why the full frame is used).
+
+    ``segment_small`` runs the model on an image and returns its labels (method ``model``).
+    Returns ``(None, reason)`` when the full frame should be segmented.
+    """
+    roi = model.roi
+    h, w = image_rgb.shape[:2]
+    if roi.method == "model":
+        if segment_small is None:
+            raise ValueError("roi method 'model' needs a segment function")
+        tight = find_box_model(image_rgb, roi.downscale, segment_small)
+    else:
+        tight = find_box_threshold(image_rgb, roi.downscale)
+    if tight is None:
+        return None, f"roi ({roi.method}): nothing found; full frame segmented"
+    box = expand_box(tight, (h, w), roi.margin, roi.min_margin_px, model.size_divisor)
+    fraction = (box[2] - box[0]) * (box[3] - box[1]) / float(h * w)
+    if fraction > MAX_FRACTION:
+        return None, (
+            f"roi ({roi.method}): box covers {fraction:.0%} of the frame; full frame segmented"
+        )
+    return box, f"roi ({roi.method}): crop covers {fraction:.0%} of the frame"
