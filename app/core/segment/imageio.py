@@ -5,9 +5,9 @@ Every image the pipeline sees is ``uint8 (H, W, 3)`` in **RGB** order, whatever 
 - EXIF orientation is applied (``ImageOps.exif_transpose``); an unreadable EXIF block is ignored
   and the pixels are used as stored.
 - 16-bit samples keep their high byte (``v >> 8``). That is what Pillow does for 16-bit RGB and
-  what OpenCV's ``imread`` (and so mmseg's training loader) does for every 16-bit PNG/TIFF, so
-  gray and colour 16-bit files get the same treatment as in training. It differs from the
-  rounded ``v / 257`` by at most one level.
+  what OpenCV's ``imread`` (and so mmseg's training loader) does for 16-bit PNG, so gray and
+  colour 16-bit files get one treatment. It differs from the rounded ``v / 257`` (and from
+  OpenCV's 16-bit TIFF path, which rounds ``v / 256``) by at most one level.
 - Alpha is dropped, not composited: OpenCV's ``IMREAD_COLOR`` drops it too, so the model sees
   the colours it was trained on; transparent pixels keep the colour stored under them.
 - Gray, palette, CMYK (Adobe-inverted JPEG included) and bilevel images go through Pillow's own
@@ -178,7 +178,7 @@ def read_label_palette(path: str | Path) -> list[tuple[int, int, int]]:
     try:
         if im.mode != "P":
             raise InputError(path, f"not a palette image: mode {im.mode}")
-        raw = np.frombuffer(im.getpalette("RGB") or b"", np.uint8).reshape(-1, 3)
+        raw = np.asarray(im.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
         return [tuple(int(v) for v in c) for c in raw]
     finally:
         im.close()
