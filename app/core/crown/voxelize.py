@@ -1,0 +1,300 @@
+"""Voxelization of a triangle mesh in the unit cube, shared by training and runtime.
+
+Grid points sit at ``linspace(-0.5, 0.5, R)`` on each axis and the array is indexed ``[x, y, z]``.
+The rules below are exact, so :func:`voxelize` (fast, vectorised) and
+:func:`voxelize_reference` (slow, direct trimesh terms) can be compared cell by cell; they may
+differ only on ties (a grid point exactly on a triangle edge seen along the ray, or exactly at
+the surface distance threshold).
+
+- **surface cell**: the distance from the grid point to some triangle is at most
+  ``sqrt(3)/2 * h`` with ``h = 1/(R-1)``: the ball circumscribing the cell's cube meets the
+  surface, so every cell the surface passes through is marked (no gaps, a shell 1-2 cells thick).
+- **inside cell**: the ray from the grid point towards +x crosses the surface an odd number of
+  times. For a closed mesh this is the usual inside test; for an open scan it is a documented,
+  direction-dependent answer (use ``surface`` mode for open scans).
+- ``solid`` = inside cells plus surface cells (IF-Net's training input); ``surface`` = surface
+  cells only.
+
+Geometry outside the cube is clipped: only grid points in the cube are classified, but a ray
+still counts the crossings beyond the cube, so a mesh cut by the cube stays filled.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+VoxelMode = Literal["solid", "surface"]
+
+SURFACE_RADIUS = float(np.sqrt(3.0) / 2.0)
+"""Surface-cell distance threshold in units of the grid spacing h."""
+
+_PAIR_CHUNK = 1_000_000
+_BARY_TOL = 1e-9
+_MERGE_TOL = 1e-9
+
+
+def grid_axis(resolution: int) -> np.ndarray:
+    """The grid coordinates on one axis, ``linspace(-0.5, 0.5, resolution)``."""
+    return np.linspace(-0.5, 0.5, int(resolution))
+
+
+def _check(vertices: np.ndarray, faces: np.ndarray, resolution: int, mode: str) -> tuple:
+    if mode not in ("solid", "surface"):
+        raise ValueError(f"mode must be 'solid' or 'surface', got {mode!r}")
+    if int(resolution) < 2:
+        raise ValueError(f"resolution must be at least 2, got {resolution}")
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    return v, f, int(resolution)
+
+
+# ----------------------------------------------------------------------------- fast
+
+
+def _index_range(lo: np.ndarray, hi: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grid indices of the points in [lo, hi], widened by a rounding margin (the exact test
+    decides)."""
+    scale = resolution - 1
+    i0 = np.ceil((lo + 0.5) * scale - 1e-7).astype(np.int64)
+    i1 = np.floor((hi + 0.5) * scale + 1e-7).astype(np.int64)
+    return np.clip(i0, 0, resolution - 1), np.clip(i1, -1, resolution - 1)
+
+
+def _pairs(counts: np.ndarray, chunk: int = _PAIR_CHUNK):
+    """Yield (item ids, local offsets) enumerating ``counts[i]`` slots per item, in chunks."""
+    ids = np.nonzero(counts > 0)[0]
+    if ids.size == 0:
+        return
+    c = counts[ids]
+    ends = np.cumsum(c)
+    start = 0
+    while start < ids.size:
+        base = ends[start - 1] if start else 0
+        stop = int(np.searchsorted(ends, base + chunk, side="right"))
+        stop = max(stop, start + 1)
+        sel = ids[start:stop]
+        sc = c[start:stop]
+        rep = np.repeat(np.arange(sel.size), sc)
+        offsets = np.arange(int(sc.sum()), dtype=np.int64) - np.repeat(np.cumsum(sc) - sc, sc)
+        yield sel[rep], offsets
+        start = stop
+
+
+class _TriangleTerms:
+    """Per-triangle vectors reused by every point tested against that triangle."""
+
+    def __init__(self, tri: np.ndarray) -> None:
+        self.a, self.b, self.c = tri[:, 0], tri[:, 1], tri[:, 2]
+        self.edges = (self.b - self.a, self.c - self.b, self.a - self.c)
+        self.edge_len2 = tuple(np.einsum("ij,ij->i", e, e) for e in self.edges)
+        self.n = np.cross(self.edges[0], -self.edges[2])
+        self.nn = np.einsum("ij,ij->i", self.n, self.n)
+        self.side = tuple(np.cross(self.n, e) for e in self.edges)
+
+
+def _point_triangle_dist2(p: np.ndarray, terms: _TriangleTerms, t: np.ndarray) -> np.ndarray:
+    """Squared distance from points ``p`` to triangles ``t`` (row-wise), degenerate ones too."""
+    starts = (terms.a[t], terms.b[t], terms.c[t])
+    best = None
+    inside = terms.nn[t] > 0
+    for u, e, ee, side in zip(starts, terms.edges, terms.edge_len2, terms.side, strict=True):
+        pu = p - u
+        d = e[t]
+        dd = ee[t]
+        inside &= np.einsum("ij,ij->i", pu, side[t]) >= 0
+        s = np.clip(np.einsum("ij,ij->i", pu, d) / np.where(dd > 0, dd, 1.0), 0.0, 1.0)
+        q = pu - s[:, None] * d
+        q2 = np.einsum("ij,ij->i", q, q)
+        best = q2 if best is None else np.minimum(best, q2)
+    nn = terms.nn[t]
+    plane = np.einsum("ij,ij->i", p - starts[0], terms.n[t]) ** 2 / np.where(nn > 0, nn, 1.0)
+    return np.where(inside, np.minimum(plane, best), best)
+
+
+def _surface_fast(tri: np.ndarray, resolution: int) -> np.ndarray:
+    g = grid_axis(resolution)
+    h = 1.0 / (resolution - 1)
+    r = SURFACE_RADIUS * h
+    i0, i1 = _index_range(tri.min(axis=1) - r, tri.max(axis=1) + r, resolution)
+    n = np.maximum(i1 - i0 + 1, 0)
+    counts = n[:, 0] * n[:, 1] * n[:, 2]
+    out = np.zeros(resolution**3, dtype=bool)
+    terms = _TriangleTerms(tri)
+    nlen = np.sqrt(terms.nn)
+    unit_n = terms.n / np.where(nlen > 0, nlen, 1.0)[:, None]
+    for t, local in _pairs(counts):
+        nyz = n[t, 1] * n[t, 2]
+        ix = i0[t, 0] + local // nyz
+        rem = local % nyz
+        iy = i0[t, 1] + rem // n[t, 2]
+        iz = i0[t, 2] + rem % n[t, 2]
+        p = np.stack([g[ix], g[iy], g[iz]], axis=1)
+        # cheap plane-distance prefilter (skipped for zero-area triangles)
+        near = (nlen[t] == 0) | (np.abs(np.einsum("ij,ij->i", p - tri[t, 0], unit_n[t])) <= r)
+        t, p = t[near], p[near]
+        ix, iy, iz = ix[near], iy[near], iz[near]
+        hit = _point_triangle_dist2(p, terms, t) <= r * r
+        out[(ix[hit] * resolution + iy[hit]) * resolution + iz[hit]] = True
+    return out.reshape((resolution,) * 3)
+
+
+def _inside_fast(tri: np.ndarray, resolution: int) -> np.ndarray:
+    """Ray parity along +x by column scan: 2-D point-in-triangle in (y, z), barycentric x.
+
+    Edge functions are evaluated once per undirected edge in a canonical vertex order, and a
+    point exactly on an edge belongs to the triangle whose counter-clockwise traversal follows
+    that order; a ray through a shared edge therefore counts one crossing, not two or none.
+    """
+    g = grid_axis(resolution)
+    yz = tri[:, :, 1:]
+    area = (yz[:, 1, 0] - yz[:, 0, 0]) * (yz[:, 2, 1] - yz[:, 0, 1]) - (
+        yz[:, 1, 1] - yz[:, 0, 1]
+    ) * (yz[:, 2, 0] - yz[:, 0, 0])
+    j0, j1 = _index_range(yz[:, :, 0].min(1), yz[:, :, 0].max(1), resolution)
+    k0, k1 = _index_range(yz[:, :, 1].min(1), yz[:, :, 1].max(1), resolution)
+    nj = np.maximum(j1 - j0 + 1, 0)
+    nk = np.maximum(k1 - k0 + 1, 0)
+    counts = np.where(area != 0, nj * nk, 0)
+    hist = np.zeros((resolution + 1) * resolution * resolution, dtype=np.int64)
+    for t, local in _pairs(counts):
+        j = j0[t] + local // nk[t]
+        k = k0[t] + local % nk[t]
+        py, pz = g[j], g[k]
+        sign = np.sign(area[t])
+        w = []
+        inside = np.ones(t.size, dtype=bool)
+        for s_i, e_i in ((1, 2), (2, 0), (0, 1)):
+            s, e = yz[t, s_i], yz[t, e_i]
+            swap = (s[:, 0] > e[:, 0]) | ((s[:, 0] == e[:, 0]) & (s[:, 1] > e[:, 1]))
+            a = np.where(swap[:, None], e, s)
+            b = np.where(swap[:, None], s, e)
+            big_w = (b[:, 0] - a[:, 0]) * (pz - a[:, 1]) - (b[:, 1] - a[:, 1]) * (py - a[:, 0])
+            wn = np.where(swap, -big_w, big_w) * sign
+            owned = swap != (sign > 0)
+            inside &= (wn > 0) | ((wn == 0) & owned)
+            w.append(wn)
+        t = t[inside]
+        j, k = j[inside], k[inside]
+        w0, w1, w2 = (x[inside] for x in w)
+        xs = tri[t, :, 0]
+        x = (w0 * xs[:, 0] + w1 * xs[:, 1] + w2 * xs[:, 2]) / (w0 + w1 + w2)
+        below = np.searchsorted(g, x, side="left")
+        hist += np.bincount((below * resolution + j) * resolution + k, minlength=hist.size)
+    hist = hist.reshape(resolution + 1, resolution, resolution)
+    beyond = np.cumsum(hist[::-1], axis=0)[::-1]
+    return (beyond[1:] & 1).astype(bool)
+
+
+def voxelize(
+    vertices_unit: np.ndarray, faces: np.ndarray, resolution: int, mode: VoxelMode = "solid"
+) -> np.ndarray:
+    """Voxelize a mesh given in unit-cube coordinates into a bool (R, R, R) grid, [x, y, z].
+
+    ``solid`` marks inside plus surface cells, ``surface`` only surface cells (rules in the
+    module docstring). Geometry outside [-0.5, 0.5]^3 is clipped, never an error.
+    """
+    v, f, res = _check(vertices_unit, faces, resolution, mode)
+    if f.size == 0:
+        return np.zeros((res,) * 3, dtype=bool)
+    tri = v[f]
+    tri = tri[np.isfinite(tri).all(axis=(1, 2))]
+    vox = _surface_fast(tri, res)
+    if mode == "solid":
+        vox |= _inside_fast(tri, res)
+    return vox
+
+
+# ------------------------------------------------------------------------- reference
+
+
+def _inside_reference(tri: np.ndarray, resolution: int, region: np.ndarray) -> np.ndarray:
+    """Per column: trimesh ray-plane intersection + barycentric test, crossings deduplicated."""
+    import trimesh
+
+    g = grid_axis(resolution)
+    out = np.zeros((resolution,) * 3, dtype=bool)
+    lo = tri.min(axis=1)
+    hi = tri.max(axis=1)
+    normals, ok = trimesh.triangles.normals(tri)
+    tri = tri[ok]
+    lo, hi = lo[ok], hi[ok]
+    (x0, x1), (y0, y1), (z0, z1) = region
+    for j in range(y0, y1):
+        for k in range(z0, z1):
+            y, z = g[j], g[k]
+            cand = np.nonzero(
+                (lo[:, 1] <= y) & (hi[:, 1] >= y) & (lo[:, 2] <= z) & (hi[:, 2] >= z)
+            )[0]
+            cand = cand[normals[cand, 0] != 0]
+            if cand.size == 0:
+                continue
+            origins = np.tile([0.0, y, z], (cand.size, 1))
+            dirs = np.tile([1.0, 0.0, 0.0], (cand.size, 1))
+            hits, valid = trimesh.intersections.planes_lines(
+                tri[cand, 0], normals[cand], origins, dirs
+            )
+            cand = cand[valid]
+            if cand.size == 0:
+                continue
+            bary = trimesh.triangles.points_to_barycentric(tri[cand], hits)
+            xs = np.sort(hits[(bary >= -_BARY_TOL).all(axis=1), 0])
+            xs = xs[np.diff(xs, prepend=-np.inf) > _MERGE_TOL]  # one hit per shared edge
+            for i in range(x0, x1):
+                out[i, j, k] = np.count_nonzero(xs > g[i]) % 2 == 1
+    return out
+
+
+def _surface_reference(tri: np.ndarray, resolution: int, region: np.ndarray) -> np.ndarray:
+    """Per grid point: candidate triangles from a KD-tree, distance via trimesh closest_point."""
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    g = grid_axis(resolution)
+    r = SURFACE_RADIUS / (resolution - 1)
+    out = np.zeros((resolution,) * 3, dtype=bool)
+    (x0, x1), (y0, y1), (z0, z1) = region
+    ii, jj, kk = np.meshgrid(np.arange(x0, x1), np.arange(y0, y1), np.arange(z0, z1), indexing="ij")
+    ii, jj, kk = ii.ravel(), jj.ravel(), kk.ravel()
+    pts = np.stack([g[ii], g[jj], g[kk]], axis=1)
+    centroid = tri.mean(axis=1)
+    reach = float(np.linalg.norm(tri - centroid[:, None], axis=2).max()) + r
+    tree = cKDTree(centroid)
+    for start in range(0, len(pts), 4096):
+        chunk = pts[start : start + 4096]
+        lists = tree.query_ball_point(chunk, reach * (1 + 1e-9))
+        lens = np.array([len(c) for c in lists])
+        if lens.sum() == 0:
+            continue
+        pidx = np.repeat(np.arange(len(chunk)), lens)
+        tidx = np.concatenate([np.asarray(c, dtype=np.int64) for c in lists if c])
+        closest = trimesh.triangles.closest_point(tri[tidx], chunk[pidx])
+        dist = np.linalg.norm(closest - chunk[pidx], axis=1)
+        hit = np.unique(pidx[dist <= r]) + start
+        out[ii[hit], jj[hit], kk[hit]] = True
+    return out
+
+
+def voxelize_reference(
+    vertices_unit: np.ndarray,
+    faces: np.ndarray,
+    resolution: int,
+    mode: VoxelMode = "solid",
+    region: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None,
+) -> np.ndarray:
+    """Slow, direct version of :func:`voxelize` built on trimesh primitives, for tests.
+
+    ``region`` ((x0, x1), (y0, y1), (z0, z1)) in grid indices, end exclusive, restricts the work
+    to a sub-block; cells outside it stay False.
+    """
+    v, f, res = _check(vertices_unit, faces, resolution, mode)
+    reg = np.array(region if region is not None else [(0, res)] * 3, dtype=np.int64)
+    if f.size == 0:
+        return np.zeros((res,) * 3, dtype=bool)
+    tri = v[f]
+    tri = tri[np.isfinite(tri).all(axis=(1, 2))]
+    vox = _surface_reference(tri, res, reg)
+    if mode == "solid":
+        vox |= _inside_reference(tri, res, reg)
+    return vox
