@@ -1,0 +1,132 @@
+"""Mesh loading (every format, merged vertices, clear errors), STL export and the frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from app.core.crown.frame import make_frame
+from app.core.crown.meshio import Mesh, load_mesh, write_stl
+from app.core.errors import InputError
+from app.core.manifest import Frame
+
+
+def _box_mm() -> trimesh.Trimesh:
+    m = trimesh.creation.box([3.0, 4.0, 5.0])
+    m.apply_translation([10.0, -20.0, 30.0])
+    return m
+
+
+@pytest.mark.parametrize("kind", ["stl", "stl_ascii", "ply", "obj", "off"])
+def test_formats_load_with_merged_vertices(tmp_path: Path, kind: str) -> None:
+    box = _box_mm()
+    suffix = "stl" if kind.startswith("stl") else kind
+    path = tmp_path / f"box.{suffix}"
+    if kind == "stl_ascii":
+        data = trimesh.exchange.stl.export_stl_ascii(box)
+    else:
+        data = box.export(file_type=kind)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    mesh = load_mesh(path)
+    assert mesh.vertices.dtype == np.float64 and mesh.faces.dtype == np.int64
+    assert len(mesh.vertices) == 8 and len(mesh.faces) == 12
+    np.testing.assert_allclose(mesh.bounds, box.bounds, atol=1e-5)
+
+
+def test_vtp_written_by_vtk_loads(tmp_path: Path) -> None:
+    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
+    from vtkmodules.vtkCommonCore import vtkPoints
+    from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
+    from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
+
+    box = _box_mm()
+    pts = vtkPoints()
+    pts.SetData(numpy_to_vtk(np.ascontiguousarray(box.vertices), deep=True))
+    cells = vtkCellArray()
+    cells.SetData(
+        numpy_to_vtkIdTypeArray(np.arange(0, 3 * len(box.faces) + 1, 3), deep=True),
+        numpy_to_vtkIdTypeArray(np.ascontiguousarray(box.faces.ravel()), deep=True),
+    )
+    poly = vtkPolyData()
+    poly.SetPoints(pts)
+    poly.SetPolys(cells)
+    writer = vtkXMLPolyDataWriter()
+    writer.SetFileName(str(tmp_path / "box.vtp"))
+    writer.SetInputData(poly)
+    writer.Write()
+    mesh = load_mesh(tmp_path / "box.vtp")
+    assert len(mesh.faces) == 12 and len(mesh.vertices) == 8
+    np.testing.assert_allclose(mesh.bounds, box.bounds)
+
+
+def test_real_samples_load(dental_samples: Path) -> None:
+    vtp = load_mesh(dental_samples / "alsheghri_Upper001C_labeled.vtp")
+    assert len(vtp.faces) == 10000 and len(vtp.vertices) <= 5118
+    stl = load_mesh(dental_samples / "szu_patient10_b_l_31.stl")
+    assert len(stl.vertices) < len(stl.faces)  # V = 3F on disk, merged here
+    ply = load_mesh(dental_samples / "vbcd_1723719_pna.ply")
+    assert len(ply.faces) == 29999
+    assert 25 < np.ptp(ply.vertices, axis=0).max() < 45
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "why"),
+    [
+        ("missing.stl", None, "does not exist"),
+        ("empty.stl", b"", "empty"),
+        ("garbage.ply", b"\x00\x01not a ply at all" * 10, "cannot read"),
+        ("garbage.vtp", b"<VTKFile nonsense", "VTP"),
+        ("nan.obj", b"v 0 0 0\nv 1 0 0\nv 0 nan 0\nv 0 0 1\nf 1 2 3\nf 1 3 4\n", "non-finite"),
+        ("tri.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "degenerate"),
+        ("flat.obj", b"v 0 0 0\nv 1 0 0\nv 2 0 0\nv 3 0 0\nf 1 2 3\nf 2 3 4\n", "zero area"),
+        ("scan.xyz", b"1 2 3\n", "unsupported"),
+    ],
+)
+def test_bad_files_raise_input_error_naming_the_file(
+    tmp_path: Path, name: str, content: bytes | None, why: str
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError) as err:
+        load_mesh(path)
+    assert err.value.path == path
+    assert why.lower() in err.value.message.lower()
+
+
+def test_write_stl_round_trip_atomic_and_never_over_input(tmp_path: Path) -> None:
+    box = _box_mm()
+    mesh = Mesh(np.asarray(box.vertices, float), np.asarray(box.faces, np.int64))
+    out = tmp_path / "out" / "crown.stl"
+    write_stl(out, mesh)
+    assert out.stat().st_size == 84 + 50 * 12
+    back = trimesh.load(out)
+    assert back.is_watertight and back.volume == pytest.approx(60.0, rel=1e-5)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["crown.stl"]
+    with pytest.raises(InputError):
+        write_stl(out, mesh, inputs=[out])
+
+
+def test_fixed_frame_centres_on_bbox_or_given_point_and_inverts() -> None:
+    v = np.array([[10.0, -20.0, 30.0], [14.0, -10.0, 32.0], [12.0, -15.0, 40.0]])
+    f = make_frame(v, Frame("fixed", 20.0, "bbox"))
+    np.testing.assert_allclose(f.center, [12.0, -15.0, 35.0])
+    assert f.scale == pytest.approx(1 / 20)
+    np.testing.assert_allclose(f.to_unit(v)[2], [0.0, 0.0, 0.25])
+    np.testing.assert_allclose(f.to_mm(f.to_unit(v)), v, rtol=0, atol=1e-12)
+    g = make_frame(v, Frame("fixed", 20.0, (1.0, 2.0, 3.0)))
+    np.testing.assert_allclose(g.center, [1.0, 2.0, 3.0])
+    h = make_frame(v, Frame("fixed", 20.0, (1.0, 2.0, 3.0)), center=[5, 6, 7])
+    np.testing.assert_allclose(h.center, [5.0, 6.0, 7.0])
+
+
+def test_bbox_frame_is_ifnet_normalisation() -> None:
+    v = np.array([[10.0, -20.0, 30.0], [14.0, -10.0, 32.0], [12.0, -15.0, 40.0]])
+    f = make_frame(v, Frame("bbox", 20.0, "bbox"))
+    u = f.to_unit(v)
+    assert np.ptp(u, axis=0).max() == pytest.approx(1.0)
+    np.testing.assert_allclose((u.min(0) + u.max(0)) / 2, 0.0, atol=1e-12)
+    np.testing.assert_allclose(f.to_mm(u), v, atol=1e-12)
