@@ -18,6 +18,7 @@ import enum
 import getpass
 import hashlib
 import io
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 OUTPUT_DIR = "output"
 DB_NAME = "crownscan-qa.sqlite"
 CROWN_NAME = "crown.stl"
+RUN_INFO_NAME = "run.json"
 
 
 class CaseStatus(enum.StrEnum):
@@ -89,6 +91,10 @@ class Case:
 
     def overlay_path(self, image: Path) -> Path:
         return self.output_dir / f"{Path(image).stem}_overlay.png"
+
+    @property
+    def run_info_path(self) -> Path:
+        return self.output_dir / RUN_INFO_NAME
 
     def expected_outputs(self) -> list[Path]:
         return [self.crown_path] + [self.mask_path(i) for i in self.images]
@@ -465,6 +471,7 @@ def run_case(
     *,
     resolution: int | None = None,
     roi: bool | None = None,
+    smoothing: Any | None = None,
     overlay_alpha: float = 0.5,
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
@@ -474,13 +481,15 @@ def run_case(
     Everything is computed in memory first and written only once the whole case succeeded, so
     a cancelled or failed run leaves the case folder exactly as it was. Raises
     :class:`~app.core.errors.Cancelled`, :class:`InputError` naming a broken file, or
-    :class:`PipelineError`.
+    :class:`PipelineError`. ``smoothing`` (a ``manifest.Smoothing``) overrides the model's.
     """
     from app.core.crown.meshio import load_mesh, write_stl
     from app.core.crown.pipeline import generate_crown
 
     if case.problem or case.scan is None:
         raise InputError(case.folder, case.problem or "no scan mesh in the case folder")
+    if smoothing is not None:
+        crown_model = dataclasses.replace(crown_model, smoothing=smoothing)
     cancel = cancel or CancelToken()
     report = RunReport()
     n_img = len(case.images) if seg_model is not None else 0
@@ -537,7 +546,36 @@ def run_case(
     written = write_case_outputs(case, crown.mesh, images, seg_model, overlay_alpha, write_stl)
     report.providers = providers
     report.info["decoder_points"] = crown.report.info.get("decoder_points")
+    info = {
+        "case": case.name,
+        "time": _now(),
+        "crown_model": crown_model.id,
+        "crown_version": crown_model.version,
+        "seg_model": seg_model.id if seg_model is not None else "",
+        "seg_version": seg_model.version if seg_model is not None else "",
+        "providers": providers,
+        "timings_ms": {k: round(v, 2) for k, v in report.timings_ms.items()},
+        "crown": {"vertices": int(len(crown.mesh.vertices)), "faces": int(len(crown.mesh.faces))},
+        "images": {
+            i.image_path.name: {
+                "roi_box": None if i.result.roi_box is None else list(i.result.roi_box),
+                "class_pixels": {k: int(v) for k, v in i.result.class_pixels.items()},
+            }
+            for i in images
+        },
+    }
+    atomic_write_bytes(case.run_info_path, json.dumps(info, indent=2).encode("utf-8"))
+    written.append(case.run_info_path)
     return CaseResult(case.name, crown, images, written, providers, report)
+
+
+def read_run_info(case: Case) -> dict[str, Any] | None:
+    """The ``run.json`` the last successful run wrote (models, providers, ROI boxes), if any."""
+    try:
+        data = json.loads(case.run_info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_case_outputs(
@@ -588,5 +626,6 @@ __all__ = [
     "error_text",
     "input_hash",
     "is_pending",
+    "read_run_info",
     "run_case",
 ]

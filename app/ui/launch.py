@@ -1,0 +1,150 @@
+"""``python -m app [--workspace DIR] [--case NAME] [--run] [--screenshot PNG] [--quit]``.
+
+Opens the window (on the bundled sample workspace the first time). The options make it a smoke
+test and a picture maker: open a workspace, select a case, run it and wait, write a screenshot
+of the whole window, exit. Errors on that path print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app import __version__
+
+EXIT_INPUT = 2
+EXIT_RUN = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app", description="Crownscan desktop application")
+    p.add_argument("--version", action="version", version=f"crownscan {__version__}")
+    p.add_argument("--workspace", type=Path, help="workspace folder to open (a folder of cases)")
+    p.add_argument("--case", help="case to select (folder name)")
+    p.add_argument("--run", action="store_true", help="run the selected case and wait for it")
+    p.add_argument("--screenshot", type=Path, help="write a PNG of the whole window")
+    p.add_argument("--quit", action="store_true", help="exit after the steps above")
+    p.add_argument("--models", type=Path, help="models folder (default: settings, else bundled)")
+    p.add_argument("--resolution", type=int, help="generation resolution for this session")
+    p.add_argument("--settings", type=Path, help="use this INI file instead of the user settings")
+    p.add_argument("--size", default="1500x920", help="window size WxH (default 1500x920)")
+    return p
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _wait(app, condition, timeout_s: float) -> bool:
+    """Process events until ``condition()`` holds or the time runs out."""
+    from PySide6 import QtCore
+
+    timer = QtCore.QElapsedTimer()
+    timer.start()
+    while not condition():
+        if timer.elapsed() > timeout_s * 1000:
+            return False
+        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        QtCore.QThread.msleep(10)
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    if sys.platform.startswith("linux") and "QT_QPA_PLATFORM" not in os.environ:
+        if os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+            os.environ["QT_QPA_PLATFORM"] = "xcb"
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        return _fail(f"--size takes WIDTHxHEIGHT, got {args.size}", EXIT_INPUT)
+    if args.workspace is not None and not args.workspace.is_dir():
+        return _fail(f"{args.workspace}: workspace folder does not exist", EXIT_INPUT)
+    if args.screenshot is not None and not args.screenshot.parent.exists():
+        return _fail(
+            f"{args.screenshot.parent}: folder for the screenshot does not exist", EXIT_INPUT
+        )
+    if args.models is not None and not args.models.is_dir():
+        return _fail(f"{args.models}: models folder does not exist", EXIT_INPUT)
+
+    from PySide6 import QtCore, QtWidgets
+
+    from app.core.errors import CrownscanError
+    from app.core.paths import sample_workspace_dir
+
+    from .main_window import MainWindow
+    from .settings import APPLICATION, ORGANIZATION, load_settings, qsettings
+    from .style import apply_style
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    apply_style(app)
+    store = (
+        QtCore.QSettings(str(args.settings), QtCore.QSettings.Format.IniFormat)
+        if args.settings is not None
+        else qsettings()
+    )
+    settings = load_settings(store)
+    if args.models is not None:
+        settings.models_dir = str(args.models.resolve())
+    if args.resolution is not None:
+        settings.resolution = max(0, args.resolution)
+
+    window = MainWindow(settings, store)
+    window.resize(width, height)
+    window.show()
+    code = 0
+    try:
+        workspace = args.workspace
+        if workspace is None:
+            last = Path(settings.last_workspace) if settings.last_workspace else None
+            workspace = last if last is not None and last.is_dir() else sample_workspace_dir()
+        try:
+            window.open_workspace(workspace)
+        except CrownscanError as exc:
+            if args.workspace is not None or args.quit:
+                return _fail(str(exc), EXIT_INPUT)
+            window.message(str(exc))
+        smoke = args.run or args.screenshot is not None or args.quit or args.case is not None
+        if args.case is not None:
+            if args.case not in window.cases:
+                return _fail(f"{workspace}: no case named '{args.case}'", EXIT_INPUT)
+            window.select_case(args.case)
+        if smoke and window.current is not None:
+            _wait(app, lambda: window._view_tag is None, 120)
+        if args.run:
+            if window.current is None:
+                return _fail(f"{workspace}: no case to run", EXIT_INPUT)
+            if window.crown_model is None:
+                return _fail("; ".join(window.model_errors) or "no crown model", 3)
+            outcome: list[str] = []
+            window.run_finished.connect(lambda case, result: outcome.append(result))
+            window.run_current()
+            if not _wait(app, lambda: bool(outcome), 3600):
+                return _fail("the run did not finish", EXIT_RUN)
+            if outcome[0] != "generated":
+                return _fail(window._error_of(window.current) or f"run {outcome[0]}", EXIT_RUN)
+        if smoke:
+            _wait(app, lambda: not window.provider_label.text().endswith("loading…"), 60)
+            _wait(app, lambda: window._view_tag is None, 60)
+        if args.screenshot is not None:
+            for _ in range(5):
+                app.processEvents()
+            try:
+                window.save_screenshot(args.screenshot)
+            except CrownscanError as exc:
+                return _fail(str(exc), EXIT_RUN)
+            print(f"screenshot written to {args.screenshot}")
+        if args.quit:
+            return 0
+        code = app.exec()
+    finally:
+        window.close()
+        window.deleteLater()
+        app.processEvents()
+    return code

@@ -1,0 +1,945 @@
+"""The main window: case list, 3D and 2D panels, QA pane, status bar with models and provider.
+
+Everything the window does goes through ``app.core`` (cases, pipelines, runtime). Work runs in
+a :class:`~app.ui.workers.TaskRunner`; every result is tagged with its case and a generation
+number, and only a result whose tag is still the one the window waits for is shown.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.core import cases
+from app.core.cases import Case, CaseStatus, Decision, QaRecord, QaStore
+from app.core.errors import CrownscanError
+from app.core.paths import install_root
+from app.core.runtime import SessionPool
+
+from .case_list import CaseList
+from .case_view import CaseView, case_stamp, load_case_view, view_from_result
+from .qa_panel import QaPanel
+from .settings import AppSettings, SettingsDialog, load_settings, qsettings, save_settings
+from .viewer2d import Viewer2D
+from .viewer3d import Viewer3D
+from .workers import Tag, TaskRunner
+
+PROVIDER_LABELS = {"tensorrt": "TensorRT", "cuda": "CUDA", "cpu": "CPU"}
+CACHE_SIZE = 4
+
+
+def provider_label(providers: list[str]) -> str:
+    """The provider a session really runs on (its first), as a technician reads it."""
+    return PROVIDER_LABELS.get(providers[0], providers[0]) if providers else "—"
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """``view_shown(case)``, ``run_finished(case, outcome)`` let tests and the smoke path wait."""
+
+    view_shown = QtCore.Signal(str)
+    run_finished = QtCore.Signal(str, str)
+    models_ready = QtCore.Signal()
+
+    def __init__(
+        self,
+        settings: AppSettings | None = None,
+        store: QtCore.QSettings | None = None,
+        parent: QtWidgets.QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Crownscan")
+        self.setObjectName("MainWindow")
+        self._qsettings = store if store is not None else qsettings()
+        self.settings = settings if settings is not None else load_settings(self._qsettings)
+        self.pool = SessionPool(self.settings.runtime_config())
+        self.runner = TaskRunner(self, threads=3)
+        self.runner.progress.connect(self._on_progress)
+        self.runner.done.connect(self._on_done)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.cancelled.connect(self._on_cancelled)
+
+        self.workspace: Path | None = None
+        self.store: QaStore | None = None
+        self.cases: dict[str, Case] = {}
+        self.order: list[str] = []
+        self.statuses: dict[str, CaseStatus] = {}
+        self.transient_errors: dict[str, str] = {}
+        self.current: str | None = None
+        self.crown_model: Any = None
+        self.seg_model: Any = None
+        self.model_errors: list[str] = []
+        self.providers: list[str] = []
+        self.provider_notes: list[str] = []
+        self.last_outcome: dict[str, str] = {}
+        self._gens = itertools.count(1)
+        self._view_tag: Tag | None = None
+        self._run_tag: Tag | None = None
+        self._queue: list[str] = []
+        self._batch = {"total": 0, "done": 0, "errors": 0, "active": False}
+        self._cache: OrderedDict[str, CaseView] = OrderedDict()
+        self._invalidated: dict[str, int] = {}
+        self._shown: CaseView | None = None
+        self._closed = False
+
+        self._build_ui()
+        self._build_actions()
+        self.load_models()
+        self.resize(1500, 920)
+
+    # ============================================================ layout
+    def _build_ui(self) -> None:
+        self.case_list = CaseList()
+        self.case_list.case_selected.connect(self.select_case)
+        self.viewer3d = Viewer3D()
+        self.viewer2d = Viewer2D()
+        self.viewer2d.set_overlay_defaults(
+            self.settings.overlay_opacity, self.settings.overlay_mode
+        )
+        self.qa = QaPanel()
+        self.qa.decided.connect(self.decide)
+        self.qa.next_pending.connect(self.next_pending)
+        self.qa.previous.connect(self.previous_case)
+
+        left = QtWidgets.QWidget()
+        ll = QtWidgets.QVBoxLayout(left)
+        ll.setContentsMargins(4, 4, 0, 4)
+        self.workspace_label = QtWidgets.QLabel("No workspace")
+        self.workspace_label.setObjectName("workspaceLabel")
+        self.workspace_label.setWordWrap(True)
+        ll.addWidget(self.workspace_label)
+        ll.addWidget(self.case_list, 1)
+        buttons = QtWidgets.QHBoxLayout()
+        self.run_button = QtWidgets.QPushButton("Run case")
+        self.run_button.setObjectName("runButton")
+        self.run_all_button = QtWidgets.QPushButton("Run all pending")
+        self.run_button.clicked.connect(self.run_current)
+        self.run_all_button.clicked.connect(self.run_all_pending)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.run_all_button)
+        ll.addLayout(buttons)
+
+        self.center = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        self.center.addWidget(self.viewer3d)
+        self.center.addWidget(self.viewer2d)
+        self.center.setChildrenCollapsible(False)
+        self.center.setSizes([560, 520])
+
+        self.main_split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        self.main_split.addWidget(left)
+        self.main_split.addWidget(self.center)
+        self.main_split.addWidget(self.qa)
+        self.main_split.setStretchFactor(1, 1)
+        self.main_split.setSizes([230, 1000, 290])
+        self.setCentralWidget(self.main_split)
+
+        sb = self.statusBar()
+        self.message_label = QtWidgets.QLabel("")
+        self.models_label = QtWidgets.QLabel("Models: —")
+        self.provider_label = QtWidgets.QLabel("Provider: —")
+        self.provider_label.setObjectName("providerLabel")
+        self.counts_label = QtWidgets.QLabel("")
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setFixedWidth(220)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("")
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_runs)
+        sb.addWidget(self.message_label, 1)
+        sb.addPermanentWidget(self.models_label)
+        sb.addPermanentWidget(self.provider_label)
+        sb.addPermanentWidget(self.counts_label)
+        sb.addPermanentWidget(self.progress)
+        sb.addPermanentWidget(self.cancel_button)
+
+    def _action(
+        self,
+        text: str,
+        slot: Callable,
+        shortcuts: tuple[str, ...] = (),
+        menu: QtWidgets.QMenu | None = None,
+    ) -> QtGui.QAction:
+        act = QtGui.QAction(text, self)
+        if shortcuts:
+            act.setShortcuts([QtGui.QKeySequence(s) for s in shortcuts])
+        act.setShortcutContext(QtCore.Qt.ShortcutContext.WindowShortcut)
+        act.triggered.connect(lambda _=False: slot())
+        self.addAction(act)
+        if menu is not None:
+            menu.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        mb = self.menuBar()
+        file_menu = mb.addMenu("&File")
+        self._action("&Open workspace…", self.ask_open_workspace, ("Ctrl+O",), file_menu)
+        self.recent_menu = file_menu.addMenu("Recent workspaces")
+        self._action("Open &sample workspace", self.open_sample_workspace, (), file_menu)
+        file_menu.addSeparator()
+        self._action("&Export QA report…", self.ask_export_report, ("Ctrl+E",), file_menu)
+        self._action("Se&ttings…", self.edit_settings, ("Ctrl+,",), file_menu)
+        file_menu.addSeparator()
+        self._action("&Quit", self.close, ("Ctrl+Q",), file_menu)
+        self._fill_recent()
+
+        case_menu = mb.addMenu("&Case")
+        self.act_run = self._action("&Run case", self.run_current, ("Ctrl+R",), case_menu)
+        self.act_run_all = self._action(
+            "Run &all pending", self.run_all_pending, ("Ctrl+Shift+R",), case_menu
+        )
+        self.act_cancel = self._action("&Cancel", self.cancel_runs, ("Esc",), case_menu)
+        case_menu.addSeparator()
+        self._action("Approve", lambda: self.qa.decide(Decision.APPROVED), ("A",), case_menu)
+        self._action("Reject", lambda: self.qa.decide(Decision.REJECTED), ("R",), case_menu)
+        self._action(
+            "Needs rework", lambda: self.qa.decide(Decision.NEEDS_REWORK), ("W",), case_menu
+        )
+        self._action("Next pending", self.next_pending, ("N", "Space"), case_menu)
+        self._action("Previous", self.previous_case, ("P",), case_menu)
+
+        view_menu = mb.addMenu("&View")
+        group = QtGui.QActionGroup(self)
+        for text, mode in (
+            ("3D and 2D side by side", "side"),
+            ("3D above 2D", "stacked"),
+            ("3D only", "3d"),
+            ("2D only", "2d"),
+        ):
+            act = self._action(text, lambda m=mode: self.set_layout(m), (), view_menu)
+            act.setCheckable(True)
+            act.setChecked(mode == "side")
+            group.addAction(act)
+        view_menu.addSeparator()
+        self._action("Reset camera", self.viewer3d.reset_camera, ("Home",), view_menu)
+        for name in ("Occlusal", "Buccal", "Lingual", "Mesial", "Distal"):
+            self._action(f"{name} view", lambda n=name: self.viewer3d.set_view(n), (), view_menu)
+
+    def set_layout(self, mode: str) -> None:
+        """Arrange the 3D and 2D panels: side by side, stacked, or one of them alone."""
+        self.center.setOrientation(
+            QtCore.Qt.Orientation.Vertical
+            if mode == "stacked"
+            else QtCore.Qt.Orientation.Horizontal
+        )
+        self.viewer3d.setVisible(mode != "2d")
+        self.viewer2d.setVisible(mode != "3d")
+        self.viewer3d.render()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for w in self.settings.recent_workspaces:
+            act = self.recent_menu.addAction(w)
+            act.triggered.connect(lambda _=False, w=w: self._open_from_menu(w))
+        self.recent_menu.setEnabled(bool(self.settings.recent_workspaces))
+
+    # ============================================================ models
+    def load_models(self) -> None:
+        """Find the crown and segmentation models in the configured folder; warm their sessions."""
+        from app.core.manifest import find_model
+
+        folder = self.settings.models_path()
+        self.crown_model = self.seg_model = None
+        self.model_errors = []
+        for kind in ("crown", "segmentation"):
+            try:
+                spec = find_model(None, kind, folder)
+            except CrownscanError as exc:
+                self.model_errors.append(str(exc))
+                continue
+            if kind == "crown":
+                self.crown_model = spec
+            else:
+                self.seg_model = spec
+        names = [
+            f"{m.name.split('(')[0].strip()} v{m.version}"
+            for m in (self.crown_model, self.seg_model)
+            if m is not None
+        ]
+        self.models_label.setText("Models: " + (" · ".join(names) if names else "none"))
+        tip = [
+            f"{m.kind}: {m.name} v{m.version} ({m.manifest_path})"
+            for m in (self.crown_model, self.seg_model)
+            if m
+        ]
+        self.models_label.setToolTip("\n".join(tip + self.model_errors))
+        if self.model_errors:
+            self.models_label.setStyleSheet("color: #e0b84a")
+            self.message(self.model_errors[0])
+        else:
+            self.models_label.setStyleSheet("")
+        files = [f for m in (self.crown_model, self.seg_model) if m for f in m.onnx_files]
+        pool = self.pool
+
+        def warm(token, progress) -> dict:
+            out = {}
+            for f in files:
+                token.check()
+                s = pool.get(f)
+                out[str(f)] = (list(s.providers), list(s.notes))
+            return out
+
+        if files:
+            self.provider_label.setText("Provider: loading…")
+            self.runner.submit(Tag("warmup", "", next(self._gens)), warm)
+        self._update_actions()
+
+    def _set_providers(self, providers: list[str], notes: list[str]) -> None:
+        self.providers, self.provider_notes = providers, notes
+        self.provider_label.setText(f"Provider: {provider_label(providers)}")
+        tip = [f"in use: {', '.join(PROVIDER_LABELS.get(p, p) for p in providers)}"]
+        tip += [f"requested: {', '.join(self.pool.config.preference)}"]
+        tip += notes or ["no provider was dropped"]
+        self.provider_label.setToolTip("\n".join(tip))
+
+    # ============================================================ workspace
+    def open_sample_workspace(self) -> None:
+        from app.core.paths import sample_workspace_dir
+
+        self.open_workspace(sample_workspace_dir())
+
+    def ask_open_workspace(self) -> None:
+        start = str(self.workspace or Path.home())
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open workspace", start)
+        if folder:
+            self._open_from_menu(folder)
+
+    def _open_from_menu(self, folder: str) -> None:
+        try:
+            self.open_workspace(folder)
+        except CrownscanError as exc:
+            QtWidgets.QMessageBox.warning(self, "Cannot open workspace", str(exc))
+
+    def open_workspace(self, folder: str | Path) -> None:
+        """Open a workspace: list its cases with their status from the QA database and outputs.
+
+        Raises :class:`~app.core.errors.InputError` when the folder is not usable.
+        """
+        folder = Path(folder).resolve()
+        found = cases.discover_cases(folder)
+        store = QaStore(folder)
+        self._leave_workspace()
+        self.workspace, self.store = folder, store
+        self.cases = {c.name: c for c in found}
+        self.order = [c.name for c in found]
+        self.workspace_label.setText(f"<b>{folder.name}</b><br><small>{folder}</small>")
+        self.workspace_label.setToolTip(str(folder))
+        self.setWindowTitle(f"Crownscan — {folder.name}")
+        self.statuses = {}
+        for name in self.order:
+            self.statuses[name] = self._status_from_disk(name)
+        self.case_list.set_cases([(n, self.statuses[n], self._error_of(n)) for n in self.order])
+        self.settings.add_recent(folder)
+        save_settings(self.settings, self._qsettings)
+        self._fill_recent()
+        self._update_counts()
+        self.message(f"Opened {folder} ({len(self.order)} cases)")
+        if self.order:
+            first = next(
+                (n for n in self.order if cases.is_pending(self.statuses[n])), self.order[0]
+            )
+            self.case_list.select(first)
+        else:
+            self.select_case(None)
+        self._update_actions()
+
+    def _leave_workspace(self) -> None:
+        self._queue.clear()
+        self.runner.cancel_where(lambda t: t.kind != "warmup")
+        self._run_tag = self._view_tag = None
+        self._batch.update(total=0, done=0, errors=0, active=False)
+        self._set_busy(False)
+        self._cache.clear()
+        self._invalidated.clear()
+        self._shown = None
+        self.transient_errors.clear()
+        self.last_outcome.clear()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self.current = None
+        self.viewer3d.clear()
+        self.viewer2d.clear()
+
+    def _status_from_disk(self, name: str) -> CaseStatus:
+        case = self.cases[name]
+        assert self.store is not None
+        dec = self.store.latest_decisions().get(name)
+        run = self.store.latest_runs().get(name)
+        return cases.case_status(case, dec, run)
+
+    def _error_of(self, name: str) -> str | None:
+        if name in self.transient_errors:
+            return self.transient_errors[name]
+        if self.store is None or name not in self.cases:
+            return None
+        if self.statuses.get(name) is not CaseStatus.ERROR:
+            return None
+        return cases.error_text(self.cases[name], self.store.latest_runs().get(name))
+
+    def _set_status(self, name: str, status: CaseStatus | None = None) -> None:
+        """Set (or recompute from the database and outputs) a case's status and show it."""
+        if name not in self.cases:
+            return
+        if status is None:
+            status = (
+                CaseStatus.ERROR if name in self.transient_errors else self._status_from_disk(name)
+            )
+        self.statuses[name] = status
+        self.case_list.update_case(name, status, self._error_of(name))
+        if name == self.current:
+            self.qa.show_case(name, status)
+            self._show_details()
+        self._update_counts()
+        self._update_actions()
+
+    def _update_counts(self) -> None:
+        counts: dict[CaseStatus, int] = {}
+        for s in self.statuses.values():
+            counts[s] = counts.get(s, 0) + 1
+        parts = [f"{counts[s]} {s.value}" for s in CaseStatus if counts.get(s)]
+        text = ", ".join(parts) if parts else "no cases"
+        if self._batch["active"]:
+            b = self._batch
+            text = (
+                f"batch {b['done']}/{b['total']}"
+                + (f" ({b['errors']} failed)" if b["errors"] else "")
+                + " · "
+                + text
+            )
+        self.counts_label.setText(text)
+
+    # ============================================================ selection & view
+    def select_case(self, name: str | None) -> None:
+        """Show ``name``. Work for the case left (its single run, its load) is cancelled."""
+        if name == self.current and name is not None:
+            return
+        left = self.current
+        if left is not None:
+            if (
+                self._run_tag is not None
+                and self._run_tag.case == left
+                and not self._batch["active"]
+            ):
+                self.runner.cancel(self._run_tag)
+                self._run_tag = None
+                self._set_busy(False)
+                self._set_status(left)
+                self.message(f"Run of {left} cancelled (another case was selected)")
+            if self._view_tag is not None:
+                if self._view_tag.kind == "load":
+                    self.runner.cancel(self._view_tag)
+                self._view_tag = None
+        self.current = name
+        self._shown = None
+        if self.case_list.current_name() != name and name is not None:
+            self.case_list.blockSignals(True)
+            self.case_list.select(name)
+            self.case_list.blockSignals(False)
+        self.qa.clear_note()
+        if name is None:
+            self.qa.show_case(None, None)
+            self.viewer3d.clear()
+            self.viewer2d.clear()
+            return
+        self.qa.show_case(name, self.statuses.get(name))
+        self._show_history()
+        self._show_details()
+        case = self.cases[name]
+        cached = self._cache.get(name)
+        if cached is not None and cached.stamp == case_stamp(case):
+            self._cache.move_to_end(name)
+            self._show_view(cached)
+            return
+        self.viewer3d.clear()
+        self.viewer2d.clear("loading…")
+        prefetch = next(
+            (t for t in self.runner.active() if t.kind == "prefetch" and t.case == name), None
+        )
+        if prefetch is not None:
+            self._view_tag = prefetch
+            return
+        self._view_tag = Tag("load", name, next(self._gens))
+        self.runner.submit(self._view_tag, lambda token, progress: load_case_view(case, token))
+
+    def _show_view(self, view: CaseView) -> None:
+        if view.case != self.current:
+            return
+        self._shown = view
+        self.viewer3d.set_scan(view.scan, reset=True)
+        self.viewer3d.set_crown(view.crown)
+        if self.seg_model is not None:
+            self.viewer2d.set_classes(
+                [c.name for c in self.seg_model.classes], self.seg_model.palette
+            )
+        self.viewer2d.set_images(view.images)
+        if not view.images:
+            self.viewer2d.clear_view("no images in this case")
+        if view.error:
+            self.transient_errors[view.case] = view.error
+            self._set_status(view.case, CaseStatus.ERROR)
+        self._show_details()
+        self.view_shown.emit(view.case)
+        self._prefetch_next()
+
+    def _prefetch_next(self) -> None:
+        """Load the next pending case's scan and images while the technician reviews this one."""
+        nxt = self._neighbour(+1, pending_only=True)
+        if nxt is None or nxt in self._cache:
+            return
+        if any(t.case == nxt and t.kind in ("prefetch", "load") for t in self.runner.active()):
+            return
+        case = self.cases[nxt]
+        self.runner.submit(
+            Tag("prefetch", nxt, next(self._gens)),
+            lambda token, progress: load_case_view(case, token),
+        )
+
+    def _remember(self, view: CaseView) -> None:
+        self._cache[view.case] = view
+        self._cache.move_to_end(view.case)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def _show_history(self) -> None:
+        if self.store is None or self.current is None:
+            return
+        records = self.store.history(self.current)
+        self.qa.show_history(records)
+        self.qa.show_saved(records[-1] if records else None)
+
+    def _show_details(self) -> None:
+        name = self.current
+        if name is None or name not in self.cases:
+            self.qa.show_details([], None)
+            return
+        case = self.cases[name]
+        rows = [
+            ("Status", self.statuses.get(name, CaseStatus.NEW).value),
+            ("Folder", str(case.folder)),
+            ("Scan", case.scan.name if case.scan else "—"),
+            ("Images", ", ".join(p.name for p in case.images) or "—"),
+        ]
+        info = (
+            self._shown.run_info if self._shown is not None and self._shown.case == name else None
+        )
+        if info:
+            rows.append(("Last run", str(info.get("time", "")).replace("T", " ")[:19]))
+            rows.append(
+                (
+                    "Models",
+                    f"{info.get('crown_model')} v{info.get('crown_version')}, "
+                    f"{info.get('seg_model')} v{info.get('seg_version')}",
+                )
+            )
+            rows.append(("Providers", ", ".join(info.get("providers", []))))
+            crown = info.get("crown") or {}
+            if crown:
+                rows.append(("Crown", f"{crown.get('faces')} triangles"))
+            timings = info.get("timings_ms") or {}
+            total = sum(v for v in timings.values() if isinstance(v, int | float))
+            if timings:
+                rows.append(("Run time", f"{total / 1000:.1f} s"))
+        if case.crown_path.is_file():
+            rows.append(("Output", str(case.output_dir)))
+        outcome = self.last_outcome.get(name)
+        if outcome:
+            rows.append(("This session", outcome))
+        self.qa.show_details(rows, self._error_of(name))
+
+    # ============================================================ runs
+    def _run_fn(self, case: Case):
+        crown_model, seg_model, pool, s = self.crown_model, self.seg_model, self.pool, self.settings
+        cached = self._cache.get(case.name)
+        scan_poly = cached.scan if cached is not None else None
+        smoothing = None
+        if s.smoothing != "model":
+            from app.core.manifest import Smoothing
+
+            smoothing = Smoothing(s.smoothing, s.smoothing_iterations)
+
+        def job(token, progress):
+            result = cases.run_case(
+                case,
+                crown_model,
+                seg_model,
+                pool,
+                resolution=s.resolution_or_none(),
+                roi=s.roi_flag(),
+                smoothing=smoothing,
+                overlay_alpha=s.overlay_opacity,
+                cancel=token,
+                progress=progress,
+            )
+            return result, view_from_result(result, scan_poly, case)
+
+        return job
+
+    def _can_run(self, name: str | None) -> bool:
+        return (
+            name is not None
+            and self.crown_model is not None
+            and name in self.cases
+            and self.cases[name].problem is None
+        )
+
+    def run_current(self) -> None:
+        """Run the selected case (crown + segmentation), unless something is already running."""
+        name = self.current
+        if self._run_tag is not None or not self._can_run(name):
+            if self.crown_model is None:
+                self.message("No crown model: " + "; ".join(self.model_errors))
+            return
+        self._start_run(name)
+
+    def _start_run(self, name: str) -> None:
+        case = self.cases[name]
+        self._run_tag = Tag("run", name, next(self._gens))
+        self.transient_errors.pop(name, None)
+        self._set_status(name, CaseStatus.RUNNING)
+        self._set_busy(True, f"{name}: starting")
+        self.runner.submit(self._run_tag, self._run_fn(case))
+
+    def run_all_pending(self) -> None:
+        """Queue every new case of the workspace and run them one after another."""
+        if self._run_tag is not None or self.crown_model is None:
+            return
+        self._queue = [
+            n for n in self.order if self.statuses[n] is CaseStatus.NEW and self._can_run(n)
+        ]
+        if not self._queue:
+            self.message("Nothing pending to run")
+            return
+        self._batch.update(total=len(self._queue), done=0, errors=0, active=True)
+        self._next_in_queue()
+
+    def _next_in_queue(self) -> None:
+        while self._queue:
+            name = self._queue.pop(0)
+            if name in self.cases and self.statuses.get(name) is CaseStatus.NEW:
+                self._start_run(name)
+                self._update_counts()
+                return
+        if self._batch["active"]:
+            b = self._batch
+            self.message(f"Batch finished: {b['done']} run, {b['errors']} failed")
+            self._batch["active"] = False
+        self._set_busy(False)
+        self._update_counts()
+
+    def cancel_runs(self) -> None:
+        """Stop the running case (between batches) and the rest of the queue."""
+        self._queue.clear()
+        self._batch["active"] = False
+        tag = self._run_tag
+        if tag is None:
+            return
+        self.runner.cancel(tag)
+        self._run_tag = None
+        self._set_status(tag.case)
+        self._set_busy(False)
+        self.last_outcome[tag.case] = "run cancelled"
+        self.message(f"Run of {tag.case} cancelled; the case is as it was")
+        self.run_finished.emit(tag.case, "cancelled")
+
+    def _set_busy(self, busy: bool, text: str = "") -> None:
+        self.cancel_button.setEnabled(busy)
+        if busy:
+            self.progress.setValue(0)
+            self.progress.setFormat(text)
+        else:
+            self.progress.setValue(0)
+            self.progress.setFormat("")
+        self._update_actions()
+
+    def _update_actions(self) -> None:
+        idle = self._run_tag is None
+        can = self._can_run(self.current)
+        self.run_button.setEnabled(idle and can)
+        self.run_all_button.setEnabled(idle and self.crown_model is not None and bool(self.order))
+        if hasattr(self, "act_run"):
+            self.act_run.setEnabled(idle and can)
+            self.act_run_all.setEnabled(self.run_all_button.isEnabled())
+
+    # ============================================================ worker signals
+    def _on_progress(self, tag: Tag, stage: str, fraction: float) -> None:
+        if tag == self._run_tag:
+            self.progress.setValue(int(1000 * fraction))
+            prefix = ""
+            if self._batch["active"]:
+                prefix = f"[{self._batch['done'] + 1}/{self._batch['total']}] "
+            self.progress.setFormat(f"{prefix}{tag.case}: {stage} %p%")
+
+    def _on_done(self, tag: Tag, result: Any) -> None:
+        if tag.kind == "warmup":
+            providers: list[str] = []
+            notes: list[str] = []
+            for p, n in result.values():
+                providers += [x for x in p if x not in providers]
+                notes += [x for x in n if x not in notes]
+            self._set_providers(providers, notes)
+            self.models_ready.emit()
+        elif tag.kind in ("load", "prefetch"):
+            view: CaseView = result
+            if tag.case in self.cases and tag.gen > self._invalidated.get(tag.case, 0):
+                self._remember(view)
+            if tag == self._view_tag and tag.case == self.current:
+                self._view_tag = None
+                self._show_view(view)
+        elif tag.kind == "run" and tag == self._run_tag:
+            self._run_tag = None
+            case_result, view = result
+            if self.store is not None:
+                self.store.record_run(tag.case, "generated")
+            self.transient_errors.pop(tag.case, None)
+            self._invalidated[tag.case] = tag.gen
+            self._remember(view)
+            self._set_status(tag.case)
+            self._set_providers(case_result.providers, self.provider_notes)
+            secs = sum(case_result.report.timings_ms.values()) / 1000
+            self.last_outcome[tag.case] = f"generated in {secs:.1f} s"
+            self.message(f"{tag.case}: generated ({len(case_result.written)} files written)")
+            if tag.case == self.current:
+                self._view_tag = None
+                self._show_view(view)
+            self._after_run(tag, "generated")
+
+    def _on_failed(self, tag: Tag, exc: object, tb: str) -> None:
+        text = (
+            str(exc)
+            if isinstance(exc, CrownscanError)
+            else f"internal error: {type(exc).__name__}: {exc}"
+        )
+        if tag.kind == "warmup":
+            self.provider_label.setText("Provider: unavailable")
+            self.provider_label.setToolTip(text)
+            self.model_errors.append(text)
+            self.message(text)
+            self.models_ready.emit()
+        elif tag.kind in ("load", "prefetch"):
+            if tag == self._view_tag:
+                self._view_tag = None
+                self.viewer2d.clear(text)
+                self.transient_errors[tag.case] = text
+                self._set_status(tag.case, CaseStatus.ERROR)
+        elif tag.kind == "run" and tag == self._run_tag:
+            self._run_tag = None
+            if self.store is not None:
+                self.store.record_run(tag.case, "error", text)
+            self.transient_errors.pop(tag.case, None)
+            self._set_status(tag.case)
+            self.last_outcome[tag.case] = "run failed"
+            self.message(f"{tag.case}: {text}")
+            if not isinstance(exc, CrownscanError):
+                print(tb)
+            self._after_run(tag, "error")
+
+    def _on_cancelled(self, tag: Tag) -> None:
+        if tag.kind == "run" and tag == self._run_tag:
+            self._run_tag = None
+            self._set_status(tag.case)
+            self._after_run(tag, "cancelled")
+
+    def _after_run(self, tag: Tag, outcome: str) -> None:
+        if self._batch["active"]:
+            self._batch["done"] += 1
+            if outcome == "error":
+                self._batch["errors"] += 1
+        self._set_busy(False)
+        self.run_finished.emit(tag.case, outcome)
+        if self._batch["active"]:
+            self._next_in_queue()
+        self._update_counts()
+
+    # ============================================================ QA
+    def decide(self, decision: Decision, note: str = "") -> QaRecord | None:
+        """Store a decision for the selected case; the UI says "saved" only after the commit."""
+        name = self.current
+        if name is None or self.store is None:
+            return None
+        status = self.statuses.get(name)
+        if status not in (
+            CaseStatus.GENERATED,
+            CaseStatus.APPROVED,
+            CaseStatus.REJECTED,
+            CaseStatus.NEEDS_REWORK,
+        ):
+            self.message(f"{name}: run the case before judging it")
+            return None
+        case = self.cases[name]
+        info = (
+            (self._shown.run_info if self._shown is not None and self._shown.case == name else None)
+            or cases.read_run_info(case)
+            or {}
+        )
+        try:
+            record = self.store.record_decision(
+                QaRecord(
+                    case=name,
+                    decision=decision,
+                    note=note,
+                    crown_model=str(
+                        info.get("crown_model") or (self.crown_model.id if self.crown_model else "")
+                    ),
+                    crown_version=str(
+                        info.get("crown_version")
+                        or (self.crown_model.version if self.crown_model else "")
+                    ),
+                    seg_model=str(
+                        info.get("seg_model") or (self.seg_model.id if self.seg_model else "")
+                    ),
+                    seg_version=str(
+                        info.get("seg_version")
+                        or (self.seg_model.version if self.seg_model else "")
+                    ),
+                    provider=",".join(info.get("providers") or self.providers),
+                    input_hash=cases.input_hash(case),
+                )
+            )
+        except CrownscanError as exc:
+            self.qa.saved_label.setText(f"NOT saved: {exc}")
+            QtWidgets.QMessageBox.critical(self, "Decision not saved", str(exc))
+            return None
+        self._set_status(name)
+        self._show_history()
+        self.qa.clear_note()
+        self.message(f"{name}: {decision.value} — saved")
+        return record
+
+    def _neighbour(self, step: int, pending_only: bool) -> str | None:
+        if not self.order:
+            return None
+        start = self.order.index(self.current) if self.current in self.order else -1
+        n = len(self.order)
+        for k in range(1, n + 1):
+            idx = start + step * k
+            if not pending_only and not 0 <= idx < n:
+                return None
+            name = self.order[idx % n]
+            if name == self.current:
+                return None
+            if not pending_only or cases.is_pending(self.statuses[name]):
+                return name
+        return None
+
+    def next_pending(self) -> None:
+        nxt = self._neighbour(+1, pending_only=True)
+        if nxt is None:
+            self.message("No other pending case")
+            return
+        self.case_list.select(nxt)
+
+    def previous_case(self) -> None:
+        prev = self._neighbour(-1, pending_only=False)
+        if prev is not None:
+            self.case_list.select(prev)
+
+    def ask_export_report(self) -> None:
+        if self.store is None:
+            return
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self, "Export QA report", str(self.workspace / "qa-report.csv"), "CSV (*.csv)"
+        )
+        if path:
+            self.export_report(path)
+
+    def export_report(self, path: str | Path) -> int:
+        assert self.store is not None
+        try:
+            n = self.store.export_csv(path)
+        except CrownscanError as exc:
+            QtWidgets.QMessageBox.warning(self, "QA report not written", str(exc))
+            return -1
+        self.message(f"QA report written: {path} ({n} decisions)")
+        return n
+
+    # ============================================================ settings
+    def edit_settings(self) -> None:
+        dlg = SettingsDialog(self.settings, self)
+        if dlg.exec() == QtWidgets.QDialog.DialogCode.Accepted:
+            self.apply_settings(dlg.result_settings())
+        dlg.deleteLater()
+
+    def apply_settings(self, new: AppSettings) -> None:
+        """Store new settings; a new provider chain or models folder takes effect at once."""
+        old = self.settings
+        self.settings = new
+        save_settings(new, self._qsettings)
+        self.viewer2d.set_overlay_defaults(new.overlay_opacity, new.overlay_mode)
+        if (old.providers, old.cpu_threads, old.models_dir) != (
+            new.providers,
+            new.cpu_threads,
+            new.models_dir,
+        ):
+            self.pool = SessionPool(new.runtime_config())
+            self.load_models()
+
+    # ============================================================ misc
+    def message(self, text: str) -> None:
+        self.message_label.setText(text)
+        self.message_label.setToolTip(text)
+
+    def grab_window(self) -> QtGui.QImage:
+        """The whole window as an image, with the 3D view rendered into it (never black)."""
+        self.viewer3d.render()
+        image = self.grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB888)
+        if self.viewer3d.isVisible():
+            arr = self.viewer3d.render_image()
+            shot = QtGui.QImage(
+                np.ascontiguousarray(arr).data,
+                arr.shape[1],
+                arr.shape[0],
+                3 * arr.shape[1],
+                QtGui.QImage.Format.Format_RGB888,
+            ).copy()
+            plot = self.viewer3d.plotter
+            dpr = image.devicePixelRatio() or 1.0
+            pos = plot.mapTo(self, QtCore.QPoint(0, 0))
+            target = QtCore.QRectF(pos.x(), pos.y(), plot.width(), plot.height())
+            painter = QtGui.QPainter(image)
+            painter.drawImage(target, shot)
+            painter.end()
+            del dpr
+        return image
+
+    def save_screenshot(self, path: str | Path) -> None:
+        from app.core.fileio import atomic_write
+
+        image = self.grab_window()
+
+        def write(tmp: Path) -> None:
+            if not image.save(str(tmp), "PNG"):
+                raise CrownscanError(path, "cannot write the screenshot")
+
+        atomic_write(Path(path), write)
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 (Qt name)
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Cancel all work, wait for the workers, close the plotter and the database (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.clear()
+        self.runner.shutdown()
+        self._cache.clear()
+        self._shown = None
+        self.viewer3d.shutdown()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def resource_path(*parts: str) -> Path:
+    return install_root().joinpath("resources", *parts)
+
+
+__all__ = ["MainWindow", "provider_label"]

@@ -1,0 +1,214 @@
+"""User settings kept in QSettings (organization "Crownscan"), and the dialog that edits them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from PySide6 import QtCore, QtWidgets
+
+from app.core.paths import bundled_models_dir
+from app.core.runtime import RuntimeConfig
+
+ORGANIZATION = "Crownscan"
+APPLICATION = "Crownscan"
+
+PROVIDER_CHOICES: dict[str, tuple[str, ...]] = {
+    "TensorRT, then CUDA, then CPU": ("tensorrt", "cuda", "cpu"),
+    "CUDA, then CPU": ("cuda", "cpu"),
+    "CPU only": ("cpu",),
+}
+SMOOTHING_CHOICES = ("model", "none", "laplacian", "taubin")
+ROI_CHOICES = ("model", "on", "off")
+MAX_RECENT = 8
+
+
+@dataclass
+class AppSettings:
+    """Every setting the window uses, with defaults that need no configuration.
+
+    ``models_dir`` empty means the bundled models; ``resolution`` 0 means the model's own;
+    ``smoothing`` "model" keeps the manifest's smoothing; ``roi`` "model" follows the manifest.
+    """
+
+    models_dir: str = ""
+    providers: tuple[str, ...] = ("tensorrt", "cuda", "cpu")
+    cpu_threads: int = 0
+    resolution: int = 0
+    smoothing: str = "model"
+    smoothing_iterations: int = 10
+    roi: str = "model"
+    overlay_opacity: float = 0.5
+    overlay_mode: str = "fill"
+    recent_workspaces: list[str] = field(default_factory=list)
+    last_workspace: str = ""
+
+    def models_path(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else bundled_models_dir()
+
+    def runtime_config(self) -> RuntimeConfig:
+        return RuntimeConfig(preference=tuple(self.providers), intra_op_threads=self.cpu_threads)
+
+    def roi_flag(self) -> bool | None:
+        return {"model": None, "on": True, "off": False}[self.roi]
+
+    def resolution_or_none(self) -> int | None:
+        return self.resolution if self.resolution > 0 else None
+
+    def add_recent(self, workspace: str | Path) -> None:
+        w = str(Path(workspace).resolve())
+        self.recent_workspaces = [w] + [r for r in self.recent_workspaces if r != w]
+        del self.recent_workspaces[MAX_RECENT:]
+        self.last_workspace = w
+
+
+def qsettings() -> QtCore.QSettings:
+    return QtCore.QSettings(ORGANIZATION, APPLICATION)
+
+
+def _as_list(value: object) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]  # type: ignore[union-attr]
+
+
+def load_settings(store: QtCore.QSettings | None = None) -> AppSettings:
+    """Read settings, falling back to the default for anything missing or malformed."""
+    s = store or qsettings()
+    out = AppSettings()
+    for f in fields(AppSettings):
+        if not s.contains(f.name):
+            continue
+        raw = s.value(f.name)
+        default = getattr(out, f.name)
+        try:
+            if isinstance(default, bool):
+                value: object = str(raw).lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                value = int(raw)
+            elif isinstance(default, float):
+                value = float(raw)
+            elif isinstance(default, tuple):
+                value = tuple(_as_list(raw))
+            elif isinstance(default, list):
+                value = _as_list(raw)
+            else:
+                value = str(raw)
+        except (TypeError, ValueError):
+            continue
+        setattr(out, f.name, value)
+    if tuple(out.providers) not in PROVIDER_CHOICES.values():
+        out.providers = AppSettings.providers
+    if out.smoothing not in SMOOTHING_CHOICES:
+        out.smoothing = "model"
+    if out.roi not in ROI_CHOICES:
+        out.roi = "model"
+    if out.overlay_mode not in ("fill", "contour"):
+        out.overlay_mode = "fill"
+    out.overlay_opacity = min(1.0, max(0.0, out.overlay_opacity))
+    return out
+
+
+def save_settings(settings: AppSettings, store: QtCore.QSettings | None = None) -> None:
+    s = store or qsettings()
+    for f in fields(AppSettings):
+        value = getattr(settings, f.name)
+        s.setValue(f.name, list(value) if isinstance(value, tuple | list) else value)
+    s.sync()
+
+
+class SettingsDialog(QtWidgets.QDialog):
+    """Edits a copy of the settings; ``result_settings()`` returns it after Accept."""
+
+    def __init__(self, settings: AppSettings, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self._settings = AppSettings(
+            **{f.name: getattr(settings, f.name) for f in fields(settings)}
+        )
+        form = QtWidgets.QFormLayout(self)
+
+        row = QtWidgets.QHBoxLayout()
+        self.models_edit = QtWidgets.QLineEdit(settings.models_dir)
+        self.models_edit.setPlaceholderText(f"bundled ({bundled_models_dir().name}/)")
+        browse = QtWidgets.QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row.addWidget(self.models_edit, 1)
+        row.addWidget(browse)
+        form.addRow("Models folder", row)
+
+        self.provider_combo = QtWidgets.QComboBox()
+        self.provider_combo.addItems(list(PROVIDER_CHOICES))
+        for i, chain in enumerate(PROVIDER_CHOICES.values()):
+            if chain == tuple(settings.providers):
+                self.provider_combo.setCurrentIndex(i)
+        form.addRow("Provider preference", self.provider_combo)
+
+        self.threads_spin = QtWidgets.QSpinBox()
+        self.threads_spin.setRange(0, 256)
+        self.threads_spin.setSpecialValueText("automatic")
+        self.threads_spin.setValue(settings.cpu_threads)
+        form.addRow("CPU threads", self.threads_spin)
+
+        self.resolution_spin = QtWidgets.QSpinBox()
+        self.resolution_spin.setRange(0, 1024)
+        self.resolution_spin.setSpecialValueText("model default")
+        self.resolution_spin.setValue(settings.resolution)
+        form.addRow("Generation resolution", self.resolution_spin)
+
+        row = QtWidgets.QHBoxLayout()
+        self.smoothing_combo = QtWidgets.QComboBox()
+        self.smoothing_combo.addItems(list(SMOOTHING_CHOICES))
+        self.smoothing_combo.setCurrentText(settings.smoothing)
+        self.smoothing_iter = QtWidgets.QSpinBox()
+        self.smoothing_iter.setRange(0, 200)
+        self.smoothing_iter.setValue(settings.smoothing_iterations)
+        self.smoothing_iter.setSuffix(" iterations")
+        row.addWidget(self.smoothing_combo, 1)
+        row.addWidget(self.smoothing_iter)
+        form.addRow("Smoothing", row)
+
+        self.roi_combo = QtWidgets.QComboBox()
+        self.roi_combo.addItems(list(ROI_CHOICES))
+        self.roi_combo.setCurrentText(settings.roi)
+        form.addRow("ROI crop (segmentation)", self.roi_combo)
+
+        self.opacity_spin = QtWidgets.QDoubleSpinBox()
+        self.opacity_spin.setRange(0.0, 1.0)
+        self.opacity_spin.setSingleStep(0.05)
+        self.opacity_spin.setValue(settings.overlay_opacity)
+        self.mode_combo = QtWidgets.QComboBox()
+        self.mode_combo.addItems(["fill", "contour"])
+        self.mode_combo.setCurrentText(settings.overlay_mode)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.opacity_spin)
+        row.addWidget(self.mode_combo)
+        form.addRow("Overlay opacity / mode", row)
+
+        buttons = QtWidgets.QDialogButtonBox(
+            QtWidgets.QDialogButtonBox.StandardButton.Ok
+            | QtWidgets.QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _browse(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Models folder")
+        if folder:
+            self.models_edit.setText(folder)
+
+    def result_settings(self) -> AppSettings:
+        s = self._settings
+        s.models_dir = self.models_edit.text().strip()
+        s.providers = PROVIDER_CHOICES[self.provider_combo.currentText()]
+        s.cpu_threads = self.threads_spin.value()
+        s.resolution = self.resolution_spin.value()
+        s.smoothing = self.smoothing_combo.currentText()
+        s.smoothing_iterations = self.smoothing_iter.value()
+        s.roi = self.roi_combo.currentText()
+        s.overlay_opacity = self.opacity_spin.value()
+        s.overlay_mode = self.mode_combo.currentText()
+        return s

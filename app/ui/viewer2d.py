@@ -1,0 +1,287 @@
+"""The 2D panel: a strip of the case's model-scan images and a zoomable view with the mask.
+
+The overlay itself is computed by ``app.core.segment.overlay.overlay``; this widget only holds
+the controls (opacity, fill / contour, per-class visibility) and shows the picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+THUMB = 96
+
+
+@dataclass
+class ImageEntry:
+    """One image of a case as the panel shows it (arrays built in a worker)."""
+
+    path: Path
+    rgb: np.ndarray
+    labels: np.ndarray | None = None
+    roi_box: tuple[int, int, int, int] | None = None
+    thumb: np.ndarray | None = None
+
+
+def make_thumb(rgb: np.ndarray, size: int = THUMB) -> np.ndarray:
+    """A small copy for the strip (plain striding; it is only a thumbnail)."""
+    step = max(1, int(np.ceil(max(rgb.shape[:2]) / size)))
+    return np.ascontiguousarray(rgb[::step, ::step])
+
+
+def to_qimage(rgb: np.ndarray) -> QtGui.QImage:
+    arr = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = arr.shape[:2]
+    return QtGui.QImage(arr.data, w, h, 3 * w, QtGui.QImage.Format.Format_RGB888).copy()
+
+
+class ImageView(QtWidgets.QGraphicsView):
+    """Pannable (drag) and zoomable (wheel, about the cursor) view of one picture."""
+
+    zoom_changed = QtCore.Signal(float)
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setScene(QtWidgets.QGraphicsScene(self))
+        self.pixmap_item = QtWidgets.QGraphicsPixmapItem()
+        self.pixmap_item.setTransformationMode(QtCore.Qt.TransformationMode.SmoothTransformation)
+        self.scene().addItem(self.pixmap_item)
+        pen = QtGui.QPen(QtGui.QColor(60, 200, 255), 3)
+        pen.setCosmetic(True)
+        pen.setStyle(QtCore.Qt.PenStyle.DashLine)
+        self.roi_item = QtWidgets.QGraphicsRectItem()
+        self.roi_item.setPen(pen)
+        self.roi_item.setZValue(1)
+        self.roi_item.hide()
+        self.scene().addItem(self.roi_item)
+        self.setDragMode(QtWidgets.QGraphicsView.DragMode.ScrollHandDrag)
+        self.setTransformationAnchor(QtWidgets.QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QtWidgets.QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setBackgroundBrush(QtGui.QColor(40, 42, 46))
+        self.setRenderHint(QtGui.QPainter.RenderHint.SmoothPixmapTransform)
+        self._fit = True
+
+    def set_image(self, image: QtGui.QImage | None) -> None:
+        if image is None:
+            self.pixmap_item.setPixmap(QtGui.QPixmap())
+            self.roi_item.hide()
+            return
+        first = self.pixmap_item.pixmap().size() != image.size()
+        self.pixmap_item.setPixmap(QtGui.QPixmap.fromImage(image))
+        self.scene().setSceneRect(QtCore.QRectF(image.rect()))
+        if first or self._fit:
+            self.fit()
+
+    def set_roi(self, box: tuple[int, int, int, int] | None) -> None:
+        if box is None:
+            self.roi_item.hide()
+        else:
+            x0, y0, x1, y1 = box
+            self.roi_item.setRect(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
+            self.roi_item.show()
+
+    def scale_factor(self) -> float:
+        return float(self.transform().m11())
+
+    def fit(self) -> None:
+        self._fit = True
+        if not self.pixmap_item.pixmap().isNull():
+            self.fitInView(self.pixmap_item, QtCore.Qt.AspectRatioMode.KeepAspectRatio)
+        self.zoom_changed.emit(self.scale_factor())
+
+    def one_to_one(self) -> None:
+        self._fit = False
+        self.setTransform(QtGui.QTransform())
+        self.zoom_changed.emit(1.0)
+
+    def zoom_by(self, factor: float) -> None:
+        new = self.scale_factor() * factor
+        if 0.02 <= new <= 40.0:
+            self._fit = False
+            self.scale(factor, factor)
+            self.zoom_changed.emit(self.scale_factor())
+
+    def wheelEvent(self, event: QtGui.QWheelEvent) -> None:  # noqa: N802 (Qt name)
+        steps = event.angleDelta().y() / 120.0
+        if steps:
+            self.zoom_by(1.25**steps)
+        event.accept()
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self._fit:
+            self.fit()
+
+
+class Viewer2D(QtWidgets.QWidget):
+    """Thumbnail strip, image view with overlay, and the overlay controls with a class legend."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.entries: list[ImageEntry] = []
+        self.palette: list[tuple[int, int, int]] = []
+        self.class_names: list[str] = []
+        self.composite: np.ndarray | None = None
+
+        self.strip = QtWidgets.QListWidget()
+        self.strip.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
+        self.strip.setFlow(QtWidgets.QListView.Flow.LeftToRight)
+        self.strip.setWrapping(False)
+        self.strip.setMovement(QtWidgets.QListView.Movement.Static)
+        self.strip.setIconSize(QtCore.QSize(THUMB, THUMB))
+        self.strip.setFixedHeight(THUMB + 36)
+        self.strip.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.strip.currentRowChanged.connect(self._show_current)
+
+        self.view = ImageView()
+        self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(50)
+        self.opacity.setFixedWidth(110)
+        self.opacity.setToolTip("Overlay opacity")
+        self.mode = QtWidgets.QComboBox()
+        self.mode.addItems(["fill", "contour"])
+        self.mode.setToolTip("Overlay mode")
+        fit = QtWidgets.QToolButton()
+        fit.setText("Fit")
+        fit.clicked.connect(self.view.fit)
+        one = QtWidgets.QToolButton()
+        one.setText("1:1")
+        one.clicked.connect(self.view.one_to_one)
+        self.zoom_label = QtWidgets.QLabel("")
+        self.zoom_label.setMinimumWidth(48)
+        self.view.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
+        self.legend_box = QtWidgets.QHBoxLayout()
+        self.class_checks: list[QtWidgets.QCheckBox] = []
+        self.info = QtWidgets.QLabel("")
+        self.info.setObjectName("imageInfo")
+
+        controls = QtWidgets.QHBoxLayout()
+        controls.setContentsMargins(4, 2, 4, 2)
+        controls.addWidget(QtWidgets.QLabel("Overlay"))
+        controls.addWidget(self.opacity)
+        controls.addWidget(self.mode)
+        controls.addSpacing(8)
+        controls.addLayout(self.legend_box)
+        controls.addStretch(1)
+        controls.addWidget(fit)
+        controls.addWidget(one)
+        controls.addWidget(self.zoom_label)
+
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.strip)
+        lay.addLayout(controls)
+        lay.addWidget(self.view, 1)
+        lay.addWidget(self.info)
+
+        self.opacity.valueChanged.connect(self.refresh)
+        self.mode.currentTextChanged.connect(self.refresh)
+
+    # --- content -----------------------------------------------------------------------------
+
+    def set_classes(self, names: Sequence[str], palette: Sequence[tuple[int, int, int]]) -> None:
+        if list(names) == self.class_names and list(palette) == self.palette:
+            return
+        self.class_names, self.palette = list(names), [tuple(c) for c in palette]
+        for cb in self.class_checks:
+            self.legend_box.removeWidget(cb)
+            cb.deleteLater()
+        self.class_checks = []
+        for name, (r, g, b) in zip(self.class_names, self.palette, strict=True):
+            cb = QtWidgets.QCheckBox(name)
+            cb.setChecked(name != "background")
+            pm = QtGui.QPixmap(12, 12)
+            pm.fill(QtGui.QColor(r, g, b))
+            cb.setIcon(QtGui.QIcon(pm))
+            cb.setToolTip(f"show {name} (colour {r}, {g}, {b})")
+            cb.toggled.connect(self.refresh)
+            self.legend_box.addWidget(cb)
+            self.class_checks.append(cb)
+
+    def set_overlay_defaults(self, opacity: float, mode: str) -> None:
+        self.opacity.setValue(round(opacity * 100))
+        self.mode.setCurrentText(mode)
+
+    def set_images(self, entries: Sequence[ImageEntry], keep_row: bool = False) -> None:
+        row = self.strip.currentRow() if keep_row else 0
+        self.entries = list(entries)
+        self.strip.blockSignals(True)
+        self.strip.clear()
+        for e in self.entries:
+            thumb = e.thumb if e.thumb is not None else make_thumb(e.rgb)
+            item = QtWidgets.QListWidgetItem(
+                QtGui.QIcon(QtGui.QPixmap.fromImage(to_qimage(thumb))), e.path.name
+            )
+            item.setToolTip(str(e.path))
+            self.strip.addItem(item)
+        self.strip.blockSignals(False)
+        if self.entries:
+            self.strip.setCurrentRow(min(max(row, 0), len(self.entries) - 1))
+            self._show_current(self.strip.currentRow())
+        else:
+            self.clear_view("no images in this case")
+
+    def clear(self, message: str = "") -> None:
+        self.entries = []
+        self.strip.clear()
+        self.clear_view(message)
+
+    def clear_view(self, message: str = "") -> None:
+        self.composite = None
+        self.view.set_image(None)
+        self.info.setText(message)
+
+    def current_entry(self) -> ImageEntry | None:
+        row = self.strip.currentRow()
+        return self.entries[row] if 0 <= row < len(self.entries) else None
+
+    def _show_current(self, row: int) -> None:
+        self.refresh()
+
+    def visible_classes(self) -> list[bool]:
+        return [cb.isChecked() for cb in self.class_checks]
+
+    def refresh(self) -> None:
+        """Recompose the selected image with its mask under the current controls."""
+        entry = self.current_entry()
+        if entry is None:
+            self.clear_view(self.info.text())
+            return
+        if entry.labels is not None and self.palette:
+            from app.core.segment.overlay import overlay
+
+            visible = self.visible_classes()
+            if len(visible) != len(self.palette):
+                visible = None
+            img = overlay(
+                entry.rgb,
+                entry.labels,
+                self.palette,
+                alpha=self.opacity.value() / 100,
+                mode=self.mode.currentText(),
+                visible=visible,
+            )
+            counts = np.bincount(entry.labels.ravel(), minlength=len(self.palette))
+            parts = [
+                f"{n}: {100.0 * c / entry.labels.size:.1f}%"
+                for n, c in zip(self.class_names, counts, strict=False)
+                if n != "background"
+            ]
+            text = f"{entry.path.name}  {entry.rgb.shape[1]}×{entry.rgb.shape[0]}  " + "  ".join(
+                parts
+            )
+            if entry.roi_box is not None:
+                text += "  (ROI crop used: dashed box)"
+        else:
+            img = entry.rgb
+            text = f"{entry.path.name}  {entry.rgb.shape[1]}×{entry.rgb.shape[0]}  (no mask yet)"
+        self.composite = img
+        self.view.set_image(to_qimage(img))
+        self.view.set_roi(entry.roi_box if entry.labels is not None else None)
+        self.info.setText(text)

@@ -1,0 +1,161 @@
+"""Background work for the window: a small thread pool whose results come back tagged.
+
+Every task carries a :class:`Tag` (what kind of work, for which case, which run generation).
+Cancelling a task sets its :class:`CancelToken` and forgets its tag at once, so anything the
+task still emits afterwards is dropped here: a result for a case the technician has left can
+never reach the window. Signals are delivered on the GUI thread (queued connections); the
+work functions never touch a widget.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6 import QtCore
+
+from app.core.errors import Cancelled
+from app.core.report import CancelToken, ProgressFn
+
+TaskFn = Callable[[CancelToken, ProgressFn], Any]
+
+
+@dataclass(frozen=True)
+class Tag:
+    """Identifies one task: ``kind`` ("run", "load", "prefetch", ...), case name, generation."""
+
+    kind: str
+    case: str
+    gen: int
+
+
+class _Relay(QtCore.QObject):
+    """Lives on the GUI thread; worker threads emit through it (queued to the GUI thread)."""
+
+    progress = QtCore.Signal(object, str, float)
+    done = QtCore.Signal(object, object)
+    failed = QtCore.Signal(object, object, str)
+    cancelled = QtCore.Signal(object)
+
+
+class _Task(QtCore.QRunnable):
+    def __init__(self, relay: _Relay, tag: Tag, token: CancelToken, fn: TaskFn) -> None:
+        super().__init__()
+        self.setAutoDelete(True)
+        self._relay, self._tag, self._token, self._fn = relay, tag, token, fn
+
+    def run(self) -> None:
+        relay, tag, token = self._relay, self._tag, self._token
+
+        def progress(stage: str, fraction: float) -> None:
+            if not token.cancelled:
+                relay.progress.emit(tag, stage, float(fraction))
+
+        try:
+            token.check()
+            result = self._fn(token, progress)
+            token.check()
+        except Cancelled:
+            relay.cancelled.emit(tag)
+        except Exception as exc:  # shown to the technician; the window keeps working
+            relay.failed.emit(tag, exc, traceback.format_exc())
+        else:
+            relay.done.emit(tag, result)
+        finally:
+            self._fn = None  # type: ignore[assignment]
+
+
+class TaskRunner(QtCore.QObject):
+    """Runs tasks on its own pool; re-emits their signals only while a task is still wanted.
+
+    ``progress(tag, stage, fraction)``, ``done(tag, result)``, ``failed(tag, exc, traceback)``
+    and ``cancelled(tag)`` fire on the GUI thread. ``finished(tag)`` follows each of them for
+    tasks still wanted, and ``idle()`` when nothing wanted is left.
+    """
+
+    progress = QtCore.Signal(object, str, float)
+    done = QtCore.Signal(object, object)
+    failed = QtCore.Signal(object, object, str)
+    cancelled = QtCore.Signal(object)
+    finished = QtCore.Signal(object)
+
+    def __init__(self, parent: QtCore.QObject | None = None, threads: int = 2) -> None:
+        super().__init__(parent)
+        self._pool = QtCore.QThreadPool(self)
+        self._pool.setMaxThreadCount(threads)
+        self._relay = _Relay(self)
+        self._active: dict[Tag, CancelToken] = {}
+        self._relay.progress.connect(self._on_progress)
+        self._relay.done.connect(self._on_done)
+        self._relay.failed.connect(self._on_failed)
+        self._relay.cancelled.connect(self._on_cancelled)
+        self.dropped = 0
+
+    def submit(self, tag: Tag, fn: TaskFn) -> CancelToken:
+        """Start ``fn(cancel_token, progress)`` on the pool; replaces a task with the same tag."""
+        self.cancel(tag)
+        token = CancelToken()
+        self._active[tag] = token
+        self._pool.start(_Task(self._relay, tag, token, fn))
+        return token
+
+    def is_active(self, tag: Tag) -> bool:
+        return tag in self._active
+
+    def active(self) -> list[Tag]:
+        return list(self._active)
+
+    def cancel(self, tag: Tag) -> bool:
+        """Stop a task between batches and drop whatever it still reports."""
+        token = self._active.pop(tag, None)
+        if token is None:
+            return False
+        token.cancel()
+        return True
+
+    def cancel_where(self, predicate: Callable[[Tag], bool]) -> list[Tag]:
+        tags = [t for t in self._active if predicate(t)]
+        for t in tags:
+            self.cancel(t)
+        return tags
+
+    def shutdown(self, timeout_ms: int = 30000) -> bool:
+        """Cancel everything and wait for the pool's threads to finish (at window close)."""
+        self.cancel_where(lambda t: True)
+        ok = self._pool.waitForDone(timeout_ms)
+        QtCore.QCoreApplication.sendPostedEvents(self._relay)
+        return ok
+
+    def _wanted(self, tag: Tag) -> bool:
+        if tag in self._active:
+            return True
+        self.dropped += 1
+        return False
+
+    def _on_progress(self, tag: Tag, stage: str, fraction: float) -> None:
+        if tag in self._active:
+            self.progress.emit(tag, stage, fraction)
+
+    def _finish(self, tag: Tag) -> None:
+        self._active.pop(tag, None)
+        self.finished.emit(tag)
+
+    def _on_done(self, tag: Tag, result: object) -> None:
+        if self._wanted(tag):
+            self._active.pop(tag, None)
+            self.done.emit(tag, result)
+            self.finished.emit(tag)
+
+    def _on_failed(self, tag: Tag, exc: object, tb: str) -> None:
+        if self._wanted(tag):
+            self._active.pop(tag, None)
+            self.failed.emit(tag, exc, tb)
+            self.finished.emit(tag)
+
+    def _on_cancelled(self, tag: Tag) -> None:
+        if self._wanted(tag):
+            self._active.pop(tag, None)
+            self.cancelled.emit(tag)
+            self.finished.emit(tag)
