@@ -3,10 +3,14 @@
 Two finders, both on the image downscaled by ``roi.downscale``:
 
 - ``threshold`` (classical): the background colour is the median of a border band; each
-  pixel's distance from it (max over R, G, B) is thresholded with Otsu's method (never below
-  :data:`MIN_CONTRAST` levels, so sensor noise on an empty frame finds nothing); a morphological
-  close then open removes speckle; the box is the union of the connected components at least
-  :data:`KEEP_FRACTION` of the largest one's area.
+  pixel's difference from it (:func:`colour_difference`: brightness and hue change) is split
+  by hysteresis. The high threshold is Otsu's (never below :data:`MIN_CONTRAST` levels, so
+  sensor noise on an empty frame finds nothing); the low one is twice the border band's 99th
+  percentile (at least :data:`MIN_LOW`, at most :data:`LOW_FRACTION` of the high one), and keeps
+  the dim, shaded walls that touch a strong region. A morphological close then open removes
+  speckle; the box is the union of the kept components at least :data:`KEEP_FRACTION` of the
+  largest one's area. Missing a part of the model is the costly error (its pixels would be
+  lost), so every choice errs towards a larger box.
 - ``model``: the same model run once on the downscaled image; the box of every pixel not of
   class 0 (background, as in mmseg datasets), after an opening that drops isolated pixels.
 
@@ -27,6 +31,10 @@ from app.core.segment.preprocess import round_up
 Box = tuple[int, int, int, int]
 
 MIN_CONTRAST = 12
+LOW_FRACTION = 0.4
+NOISE_FACTOR = 2.0
+CHROMA_WEIGHT = 2.0
+MIN_LOW = 6.0
 KEEP_FRACTION = 0.1
 BORDER_FRACTION = 0.03
 MAX_FRACTION = 0.9
@@ -54,33 +62,58 @@ def _scale_box(box: Box, small: tuple[int, int], full: tuple[int, int]) -> Box:
     )
 
 
-def background_colour(small_rgb: np.ndarray) -> np.ndarray:
-    """Median colour of a band along the four borders (float32 (3,))."""
-    h, w = small_rgb.shape[:2]
+def _border_band(a: np.ndarray) -> np.ndarray:
+    """Pixels of a band along the four borders, as rows of ``a``'s trailing shape."""
+    h, w = a.shape[:2]
     b = max(1, int(round(min(h, w) * BORDER_FRACTION)))
-    band = np.concatenate(
+    tail = a.shape[2:]
+    return np.concatenate(
         [
-            small_rgb[:b].reshape(-1, 3),
-            small_rgb[-b:].reshape(-1, 3),
-            small_rgb[:, :b].reshape(-1, 3),
-            small_rgb[:, -b:].reshape(-1, 3),
+            a[:b].reshape(-1, *tail),
+            a[-b:].reshape(-1, *tail),
+            a[:, :b].reshape(-1, *tail),
+            a[:, -b:].reshape(-1, *tail),
         ]
     )
-    return np.median(band, axis=0).astype(np.float32)
+
+
+def background_colour(small_rgb: np.ndarray) -> np.ndarray:
+    """Median colour of a band along the four borders (float32 (3,))."""
+    return np.median(_border_band(small_rgb), axis=0).astype(np.float32)
+
+
+def colour_difference(small_rgb: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """Per-pixel difference from the background colour, uint8: the larger of the brightest
+    channel difference and :data:`CHROMA_WEIGHT` times the change in red-green or blue-green.
+
+    Scanner plates are grey and their shading is achromatic, while shaded stone keeps its hue,
+    so weighting the opponent-colour change finds the dark walls of a tinted model too.
+    """
+    d = small_rgb.astype(np.float32) - bg
+    out = np.abs(d).max(axis=2)
+    np.maximum(out, CHROMA_WEIGHT * np.abs(d[:, :, 0] - d[:, :, 1]), out=out)
+    np.maximum(out, CHROMA_WEIGHT * np.abs(d[:, :, 2] - d[:, :, 1]), out=out)
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def foreground_threshold(small_rgb: np.ndarray) -> np.ndarray:
     """Boolean mask of pixels that differ from the border-estimated background colour."""
-    bg = background_colour(small_rgb)
-    diff = np.abs(small_rgb.astype(np.float32) - bg).max(axis=2)
-    diff = np.clip(diff, 0, 255).astype(np.uint8)
+    diff = colour_difference(small_rgb, background_colour(small_rgb))
     otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    mask = (diff > max(otsu, MIN_CONTRAST)).astype(np.uint8)
+    high_t = max(otsu, MIN_CONTRAST)
+    noise = float(np.percentile(_border_band(diff), 99))
+    low_t = min(max(NOISE_FACTOR * noise, MIN_LOW), LOW_FRACTION * high_t)
+    high = diff > high_t
+    low = (diff > low_t).astype(np.uint8)
     k = max(3, (min(small_rgb.shape[:2]) // 64) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
-    return mask.astype(bool)
+    low = cv2.morphologyEx(low, cv2.MORPH_CLOSE, kernel)
+    low = cv2.morphologyEx(low, cv2.MORPH_OPEN, kernel)
+    n, comp = cv2.connectedComponents(low, connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(comp[high & (low > 0)])] = True
+    keep[0] = False
+    return keep[comp]
 
 
 def mask_box(mask: np.ndarray, keep_fraction: float = KEEP_FRACTION) -> Box | None:
