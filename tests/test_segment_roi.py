@@ -49,7 +49,7 @@ def test_expand_box_adds_margin_rounds_to_divisor_and_stays_inside():
     x0, y0, x1, y1 = roi_mod.expand_box((0, 0, 50, 40), (1000, 800), 0.0, 10, 32)
     assert (x0, y0) == (0, 0) and (x1 - x0) % 32 == 0 and (y1 - y0) % 32 == 0
     x0, y0, x1, y1 = roi_mod.expand_box((760, 950, 800, 1000), (1000, 800), 0.0, 10, 32)
-    assert x1 == 800 and y1 == 1000 and x1 - x0 == 64 and y1 - y0 == 64
+    assert x1 == 800 and y1 == 1000 and x1 - x0 == 64 and y1 - y0 == 96
     # wider than the image: the whole side
     assert roi_mod.expand_box((5, 5, 795, 20), (1000, 800), 0.1, 0, 32)[0::2] == (0, 800)
 
