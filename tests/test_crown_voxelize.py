@@ -90,8 +90,8 @@ def test_ties_on_grid_aligned_box_resolve_exactly() -> None:
     assert (solid == want).all()
 
 
-def test_surface_rule_is_the_circumscribed_ball() -> None:
-    """A single triangle: a cell is marked iff the grid point is within sqrt(3)/2*h of it."""
+def test_surface_rule_is_half_a_cell() -> None:
+    """A single triangle: a cell is marked iff the grid point is within h/2 of it."""
     res = 24
     h = 1.0 / (res - 1)
     tri = np.array([[-0.31, -0.2, 0.05], [0.27, -0.11, 0.13], [0.02, 0.33, -0.21]])
@@ -101,8 +101,26 @@ def test_surface_rule_is_the_circumscribed_ball() -> None:
     closest = trimesh.triangles.closest_point(np.repeat(tri[None], len(p), axis=0), p)
     dist = np.linalg.norm(closest - p, axis=1).reshape((res,) * 3)
     clear = np.abs(dist - SURFACE_RADIUS * h) > 1e-9
+    assert SURFACE_RADIUS == 0.5
     assert (vox[clear] == (dist <= SURFACE_RADIUS * h)[clear]).all()
     assert vox.sum() > 100
+
+
+def test_surface_shell_has_no_axis_gaps() -> None:
+    """Every axis-neighbour pair of grid points on opposite sides of a closed surface has one
+    surface cell, so inside and outside never touch through unmarked cells."""
+    mesh = _tilted_box()
+    res = 33
+    surface = voxelize(mesh.vertices, mesh.faces, res, "surface")
+    inside = voxelize(mesh.vertices, mesh.faces, res, "solid") & ~surface
+    assert inside.sum() > 50
+    for axis in range(3):
+        a = [slice(None)] * 3
+        b = [slice(None)] * 3
+        a[axis], b[axis] = slice(0, -1), slice(1, None)
+        crossing = inside[tuple(a)] != inside[tuple(b)]
+        marked = surface[tuple(a)] | surface[tuple(b)]
+        assert (marked[crossing]).all()
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,11 @@ The rules below are exact, so :func:`voxelize` (fast, vectorised) and
 differ only on ties (a grid point exactly on a triangle edge seen along the ray, or exactly at
 the surface distance threshold).
 
-- **surface cell**: the distance from the grid point to some triangle is at most
-  ``sqrt(3)/2 * h`` with ``h = 1/(R-1)``: the ball circumscribing the cell's cube meets the
-  surface, so every cell the surface passes through is marked (no gaps, a shell 1-2 cells thick).
+- **surface cell**: the distance from the grid point to some triangle is at most ``h / 2``
+  with ``h = 1/(R-1)`` (the ball inscribed in the cell's cube meets the surface). Where the
+  surface crosses the segment between two axis-neighbour grid points, one of them is within
+  ``h / 2`` of the crossing, so the shell has no 6-connected gaps; and a solid grows by at most
+  ``h / 2`` (on average not at all) over the closed shape it came from.
 - **inside cell**: the ray from the grid point towards +x crosses the surface an odd number of
   times. For a closed mesh this is the usual inside test; for an open scan it is a documented,
   direction-dependent answer (use ``surface`` mode for open scans).
@@ -27,8 +29,8 @@ import numpy as np
 
 VoxelMode = Literal["solid", "surface"]
 
-SURFACE_RADIUS = float(np.sqrt(3.0) / 2.0)
-"""Surface-cell distance threshold in units of the grid spacing h."""
+SURFACE_RADIUS = 0.5
+"""Surface-cell distance threshold in units of the grid spacing h (see module docstring)."""
 
 _PAIR_CHUNK = 1_000_000
 _BARY_TOL = 1e-9
