@@ -22,7 +22,7 @@ from app.core.report import CancelToken
 from app.core.runtime import RuntimeConfig, SessionPool
 from app.core.segment.decode import decode, decode_reference
 from app.core.segment.imageio import read_label_png
-from app.core.segment.pipeline import run_segment, segment_image
+from app.core.segment.pipeline import class_counts, run_segment, segment_image
 from app.core.segment.preprocess import Prepared
 
 H, W, BLOCK = 200, 264, 8
@@ -257,3 +257,9 @@ def test_cancel_stops_before_writing(pool, folder, image_file, tmp_path):
     with pytest.raises(Cancelled):
         run_segment(image_file, model, pool, mask_path=mask, cancel=token, progress=progress)
     assert not mask.exists()
+
+
+@pytest.mark.parametrize("n", [1, 3, 40])
+def test_class_counts_equal_bincount(n):
+    labels = np.random.default_rng(n).integers(0, n, (50, 70)).astype(np.uint8)
+    np.testing.assert_array_equal(class_counts(labels, n), np.bincount(labels.ravel(), minlength=n))

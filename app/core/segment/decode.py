@@ -84,15 +84,27 @@ def _resize(a: np.ndarray, size: tuple[int, int], interp: int) -> np.ndarray:
 
 
 def _argmax_into_uint8(scores: list[np.ndarray]) -> np.ndarray:
-    """Argmax over a list of (h, w) float32 planes, first maximum wins (as ``np.argmax``)."""
+    """Argmax over a list of (h, w) float32 planes, first maximum wins (as ``np.argmax``).
+
+    Branch-free: ``labels += (c - labels) * (score_c > best)`` in wrapping uint8 arithmetic,
+    which is exact and avoids boolean-mask assignment (slow on ragged class boundaries).
+    """
     best = scores[0].copy()
     labels = np.zeros(best.shape, np.uint8)
     mask = np.empty(best.shape, np.bool_)
+    step = np.empty(best.shape, np.uint8)
     for c in range(1, len(scores)):
         np.greater(scores[c], best, out=mask)
-        labels[mask] = c
+        np.subtract(np.uint8(c), labels, out=step)
+        np.multiply(step, mask, out=step)
+        np.add(labels, step, out=labels)
         np.maximum(best, scores[c], out=best)
     return labels
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """True when ``a`` holds no NaN or inf; the full check runs only if the sum is not finite."""
+    return bool(np.isfinite(a.sum())) or bool(np.isfinite(a).all())
 
 
 def decode(output: np.ndarray, prepared: Prepared, model: SegmentationModel) -> np.ndarray:
@@ -105,7 +117,7 @@ def decode(output: np.ndarray, prepared: Prepared, model: SegmentationModel) -> 
         lab = _resize(lab, (H, W), cv2.INTER_NEAREST)[:vh, :vw]
         return np.ascontiguousarray(_resize(lab, src, cv2.INTER_NEAREST))
     scores = _scores_chw(output, model)
-    if not np.isfinite(scores).all():
+    if not _all_finite(scores):
         raise PipelineError(model.onnx, "model produced non-finite scores (NaN or inf)")
     planes = []
     for plane in scores:

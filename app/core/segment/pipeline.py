@@ -77,6 +77,14 @@ def check_session(session: ModelSession, model: SegmentationModel) -> None:
                 )
 
 
+def class_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Pixels per class id; one ``count_nonzero`` per class for a few classes (a bincount
+    first widens every uint8 label to 64 bits, ~25 ms at 1400x1600)."""
+    if n_classes > 32:
+        return np.bincount(labels.ravel(), minlength=n_classes)
+    return np.array([np.count_nonzero(labels == c) for c in range(n_classes)], np.int64)
+
+
 def _run_model(session: ModelSession, model: SegmentationModel, tensor: np.ndarray) -> np.ndarray:
     return session.run([model.output], {model.input: tensor})[0]
 
@@ -137,7 +145,7 @@ def _segment(
         else:
             labels = np.zeros((h, w), np.uint8)
             labels[y0:y1, x0:x1] = crop_labels
-        counts = np.bincount(labels.ravel(), minlength=len(model.classes))
+        counts = class_counts(labels, len(model.classes))
     progress("decode", 1.0)
 
     names = [c.name for c in model.classes]
