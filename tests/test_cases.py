@@ -203,4 +203,5 @@ def test_pending_states():
     assert cases.is_pending(CaseStatus.NEW)
     assert cases.is_pending(CaseStatus.GENERATED)
     assert not cases.is_pending(CaseStatus.APPROVED)
+    assert not cases.is_pending(CaseStatus.NEEDS_REWORK)
     assert not cases.is_pending(CaseStatus.ERROR)

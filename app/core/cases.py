@@ -432,11 +432,11 @@ def error_text(case: Case, run: RunRecord | None) -> str | None:
     return None
 
 
-PENDING = (CaseStatus.NEW, CaseStatus.GENERATED, CaseStatus.NEEDS_REWORK)
+PENDING = (CaseStatus.NEW, CaseStatus.GENERATED)
 
 
 def is_pending(status: CaseStatus) -> bool:
-    """A case still waiting for a technician: not yet generated, or generated but not judged."""
+    """A case still waiting for review: not yet generated, or generated but not yet judged."""
     return status in PENDING
 
 

@@ -1,0 +1,321 @@
+"""The real window under Xvfb: open, run, review, decide, restart, cancel, switch, break."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+from gui_fixtures import *  # noqa: F403
+from gui_fixtures import SPHERE_RADIUS_MM, wait_for
+from PySide6 import QtCore
+
+from app.core import cases
+from app.core.cases import Decision
+from app.core.errors import Cancelled
+
+pytestmark = pytest.mark.gui
+
+
+def run_and_wait(qtbot, w, name: str, timeout_ms: int = 120000) -> str:
+    w.select_case(name)
+    wait_for(qtbot, lambda: w._view_tag is None)
+    with qtbot.waitSignal(w.run_finished, timeout=timeout_ms) as blocker:
+        w.run_button.click()
+    return blocker.args[1]
+
+
+def sphere_centre(i: int) -> np.ndarray:
+    return np.array([10.0 * i, -5.0 * i, 3.0])
+
+
+def test_open_workspace_lists_cases_with_status_and_errors(make_window, fake_workspace):
+    w = make_window(fake_workspace)
+    assert w.case_list.names() == ["case_001", "case_002", "case_003", "case_bad", "no_scan"]
+    assert w.case_list.status_text("case_001") == "new"
+    assert w.case_list.status_text("no_scan") == "error"
+    assert "no scan mesh" in w.case_list.tooltip("no_scan")
+    assert w.current == "case_001"
+    assert w.viewer3d.actor("scan") is not None
+    assert w.viewer3d.actor("crown") is None
+    assert len(w.viewer2d.entries) == 2
+    assert w.provider_label.text() == "Provider: CPU"
+    assert "cpu" in w.provider_label.toolTip()
+    assert "Sphere crown" in w.models_label.text()
+    assert not w.qa.approve.isEnabled()  # nothing to judge yet
+
+
+def test_run_case_shows_crown_with_expected_bounds_and_overlay(make_window, fake_workspace, qtbot):
+    w = make_window(fake_workspace)
+    assert run_and_wait(qtbot, w, "case_002") == "generated"
+    assert w.case_list.status_text("case_002") == "generated"
+    bounds = np.array(w.viewer3d.crown_bounds()).reshape(3, 2)
+    c = sphere_centre(2)
+    np.testing.assert_allclose(bounds[:, 0], c - SPHERE_RADIUS_MM, atol=0.6)
+    np.testing.assert_allclose(bounds[:, 1], c + SPHERE_RADIUS_MM, atol=0.6)
+    # exactly two actors, even after a second run: replaced by name, never piled up
+    assert run_and_wait(qtbot, w, "case_002") == "generated"
+    assert sorted(w.viewer3d.plotter.actors) == ["crown", "scan"]
+    # outputs
+    case = w.cases["case_002"]
+    assert case.crown_path.is_file() and case.outputs_present()
+    assert case.overlay_path(case.images[0]).is_file()
+    # the overlay: mask pixels are drawn in their class colours
+    entry = w.viewer2d.current_entry()
+    assert entry is not None and entry.labels is not None
+    red = entry.labels == 1
+    blue = entry.labels == 2
+    assert red.sum() > 500 and blue.sum() > 500
+    comp = w.viewer2d.composite.astype(int)
+    raw = entry.rgb.astype(int)
+    assert np.abs(comp[red] - raw[red]).sum(axis=1).mean() > 20
+    np.testing.assert_array_equal(comp[entry.labels == 0], raw[entry.labels == 0])
+    # hiding class 1 restores those pixels; contour mode changes fewer pixels than fill
+    w.viewer2d.class_checks[1].setChecked(False)
+    np.testing.assert_array_equal(w.viewer2d.composite[red], entry.rgb[red])
+    w.viewer2d.class_checks[1].setChecked(True)
+    fill_changed = (w.viewer2d.composite != entry.rgb).any(axis=2).sum()
+    w.viewer2d.mode.setCurrentText("contour")
+    contour_changed = (w.viewer2d.composite != entry.rgb).any(axis=2).sum()
+    assert 0 < contour_changed < fill_changed
+
+
+def test_approve_survives_restart(make_window, fake_workspace, qtbot):
+    w = make_window(fake_workspace)
+    run_and_wait(qtbot, w, "case_001")
+    qtbot.keyClicks(w.qa.note, "margins fine")
+    w.setFocus()
+    w.qa.approve.click()
+    assert w.case_list.status_text("case_001") == "approved"
+    assert w.qa.saved_label.text().startswith("Saved: approved")
+    # the record is already on disk (other connection) when the UI says saved
+    db = sqlite3.connect(fake_workspace / cases.DB_NAME)
+    row = db.execute(
+        "SELECT decision, note, user, crown_model, crown_version, provider, input_hash"
+        " FROM decisions"
+    ).fetchone()
+    db.close()
+    case = w.cases["case_001"]
+    assert row == (
+        "approved",
+        "margins fine",
+        cases.current_user(),
+        "sphere_crown",
+        "7",
+        "cpu",
+        cases.input_hash(case),
+    )
+    w.close()
+    w2 = make_window(fake_workspace)
+    assert w2.case_list.status_text("case_001") == "approved"
+    assert w2.case_list.status_text("case_002") == "new"
+    assert w2.current == "case_002"  # first pending case
+    w2.select_case("case_001")
+    assert w2.qa.history.count() == 1
+    assert "approved" in w2.qa.history.item(0).text()
+
+
+def _gated_run(monkeypatch, *, ignore_cancel: bool = False):
+    """Make the window's run block inside its first progress report until ``release`` is set.
+
+    With ``ignore_cancel`` the run then finishes and returns a result even if cancelled, as a
+    worker that reacts late would: the window must still drop it.
+    """
+    entered, release = threading.Event(), threading.Event()
+    real = cases.run_case
+
+    def gated(case, *a, cancel=None, progress=None, **kw):
+        def hold(stage, frac):
+            if not entered.is_set():
+                entered.set()
+                release.wait(30)
+            if progress is not None:
+                progress(stage, frac)
+
+        token = None if ignore_cancel else cancel
+        return real(case, *a, cancel=token, progress=hold, **kw)
+
+    monkeypatch.setattr(cases, "run_case", gated)
+    return entered, release
+
+
+def test_cancel_mid_run_leaves_case_as_it_was(make_window, fake_workspace, qtbot, monkeypatch):
+    w = make_window(fake_workspace)
+    assert run_and_wait(qtbot, w, "case_001") == "generated"
+    case = w.cases["case_001"]
+    before = {p.name: p.read_bytes() for p in case.output_dir.iterdir()}
+    entered, release = _gated_run(monkeypatch)
+    w.run_button.click()
+    assert w.case_list.status_text("case_001") == "running"
+    assert w.cancel_button.isEnabled()
+    qtbot.waitUntil(entered.is_set, timeout=30000)
+    with qtbot.waitSignal(w.run_finished) as blocker:
+        w.cancel_button.click()
+    release.set()
+    assert blocker.args == ["case_001", "cancelled"]
+    w.runner.shutdown()  # let the worker notice the cancel and stop
+    qtbot.wait(50)
+    after = {p.name: p.read_bytes() for p in case.output_dir.iterdir()}
+    assert after == before
+    assert w.case_list.status_text("case_001") == "generated"
+    assert not w.cancel_button.isEnabled()
+
+
+def test_cancel_before_first_output_leaves_new_case_untouched(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    w = make_window(fake_workspace)
+    w.select_case("case_003")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    entered, release = _gated_run(monkeypatch)
+    w.run_button.click()
+    qtbot.waitUntil(entered.is_set, timeout=30000)
+    w.act_cancel.trigger()
+    release.set()
+    w.runner.shutdown()
+    qtbot.wait(50)
+    case = w.cases["case_003"]
+    assert not case.output_dir.exists()
+    assert w.case_list.status_text("case_003") == "new"
+    assert w.viewer3d.actor("crown") is None
+
+
+def test_switching_cases_mid_run_never_shows_old_result(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    w = make_window(fake_workspace)
+    entered, release = _gated_run(monkeypatch, ignore_cancel=True)
+    w.select_case("case_001")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    w.run_button.click()
+    qtbot.waitUntil(entered.is_set, timeout=30000)
+    w.select_case("case_002")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    assert w.case_list.status_text("case_001") == "new"  # the run was cancelled
+    release.set()
+    w.runner.shutdown()  # the late worker finishes and emits its (stale) result
+    qtbot.wait(100)
+    assert w.runner.dropped >= 1
+    assert w.current == "case_002"
+    assert w.viewer3d.actor("crown") is None
+    scan_bounds = np.array(w.viewer3d.actor("scan").GetBounds()).reshape(3, 2).mean(axis=1)
+    np.testing.assert_allclose(scan_bounds, sphere_centre(2), atol=0.5)
+    assert all(e.labels is None for e in w.viewer2d.entries)
+    assert w.case_list.status_text("case_001") != "running"
+
+
+def test_broken_input_marks_error_and_window_keeps_working(make_window, fake_workspace, qtbot):
+    w = make_window(fake_workspace)
+    w.select_case("case_bad")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    assert w.case_list.status_text("case_bad") == "error"
+    assert "scan.ply" in w.case_list.tooltip("case_bad")
+    assert "scan.ply" in w.qa.details.toPlainText()
+    # running it anyway fails cleanly, is recorded, and survives a reopen
+    assert run_and_wait(qtbot, w, "case_bad") == "error"
+    assert w.case_list.status_text("case_bad") == "error"
+    assert "scan.ply" in w.case_list.tooltip("case_bad")
+    assert not (fake_workspace / "case_bad" / "output").exists()
+    assert run_and_wait(qtbot, w, "case_003") == "generated"
+    assert w.viewer3d.actor("crown") is not None
+    w.open_workspace(fake_workspace)
+    assert w.case_list.status_text("case_bad") == "error"
+    assert w.case_list.status_text("case_003") == "generated"
+
+
+def press(qtbot, w, key) -> None:
+    """A key press as the window system delivers it (so window shortcuts apply)."""
+    qtbot.keyClick(w.windowHandle(), key)
+
+
+def test_keyboard_review_flow(make_window, fake_workspace, qtbot):
+    w = make_window(fake_workspace)
+    run_and_wait(qtbot, w, "case_001")
+    run_and_wait(qtbot, w, "case_002")
+    w.select_case("case_001")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    w.activateWindow()
+    # typing in the note must not trigger the single-letter shortcuts
+    w.qa.note.setFocus()
+    for key in (QtCore.Qt.Key.Key_R, QtCore.Qt.Key.Key_A, QtCore.Qt.Key.Key_N):
+        press(qtbot, w, key)
+    assert w.qa.note.toPlainText().lower() == "ran"
+    assert w.case_list.status_text("case_001") == "generated"
+    assert w.current == "case_001"
+    w.case_list.setFocus()
+    press(qtbot, w, QtCore.Qt.Key.Key_R)
+    assert w.case_list.status_text("case_001") == "rejected"
+    assert w.store.latest_decisions()["case_001"].note.lower() == "ran"
+    # N: next pending (case_002), W: needs rework, P: previous, Space: next pending
+    press(qtbot, w, QtCore.Qt.Key.Key_N)
+    assert w.current == "case_002"
+    press(qtbot, w, QtCore.Qt.Key.Key_W)
+    assert w.case_list.status_text("case_002") == "needs rework"
+    press(qtbot, w, QtCore.Qt.Key.Key_P)
+    assert w.current == "case_001"
+    press(qtbot, w, QtCore.Qt.Key.Key_Space)
+    assert w.current == "case_003"  # case_002 was judged, so the next pending one
+    press(qtbot, w, QtCore.Qt.Key.Key_A)
+    assert w.case_list.status_text("case_003") == "new"  # nothing to approve yet
+
+
+def test_decision_refused_before_a_run(make_window, fake_workspace):
+    w = make_window(fake_workspace)
+    assert w.decide(Decision.APPROVED) is None
+    assert w.store.history() == []
+    assert w.case_list.status_text("case_001") == "new"
+
+
+def test_run_all_pending_and_export_report(make_window, fake_workspace, qtbot, tmp_path):
+    w = make_window(fake_workspace)
+    finished = []
+    w.run_finished.connect(lambda c, o: finished.append((c, o)))
+    w.run_all_button.click()
+    assert "batch 0/4" in w.counts_label.text()
+    wait_for(qtbot, lambda: len(finished) == 4, 180000)
+    assert finished == [
+        ("case_001", "generated"),
+        ("case_002", "generated"),
+        ("case_003", "generated"),
+        ("case_bad", "error"),
+    ]
+    assert not w._batch["active"]
+    assert "3 generated" in w.counts_label.text()
+    w.select_case("case_002")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    assert w.viewer3d.actor("crown") is not None
+    w.decide(Decision.APPROVED, "ok")
+    w.select_case("case_003")
+    w.decide(Decision.NEEDS_REWORK, "contact too tight")
+    out = tmp_path / "qa.csv"
+    assert w.export_report(out) == 2
+    text = out.read_text(encoding="utf-8")
+    assert "case_002,approved,ok" in text and "contact too tight" in text
+
+
+def test_run_cancel_raises_between_batches(fake_models, fake_workspace):
+    """The core run itself stops on a cancelled token and writes nothing (no Qt involved)."""
+    from app.core.manifest import find_model
+    from app.core.report import CancelToken
+    from app.core.runtime import RuntimeConfig, SessionPool
+
+    crown = find_model(None, "crown", fake_models)
+    seg = find_model(None, "segmentation", fake_models)
+    pool = SessionPool(RuntimeConfig(preference=("cpu",)))
+    case = cases.discover_cases(fake_workspace)[0]
+    token = CancelToken()
+    seen = []
+
+    def progress(stage, frac):
+        seen.append(stage)
+        if stage.startswith("image"):
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        cases.run_case(case, crown, seg, pool, resolution=16, cancel=token, progress=progress)
+    assert seen and not case.output_dir.exists()
+    result = cases.run_case(case, crown, seg, pool, resolution=16)
+    assert {p.name for p in result.written} >= {"crown.stl", "image_1_mask.png", "run.json"}
+    info = cases.read_run_info(case)
+    assert info["crown_model"] == "sphere_crown" and info["providers"] == ["cpu"]
