@@ -1,0 +1,134 @@
+"""Running a crown model: the voxel grid in once, query points in batches, one value per point.
+
+A model comes as one graph (voxels + points -> output) or in two parts (an encoder run once on
+the voxels, a decoder run per batch on its features + points). Points are fed in the model's
+convention: ``ifnet`` = grid_sample order and scale, ``2 * (z, y, x)``; ``unit`` = as is.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from app.core.errors import ModelError, PipelineError
+from app.core.manifest import CrownModel
+from app.core.report import CancelToken
+from app.core.runtime import ModelSession, SessionPool
+
+
+def to_model_points(points_unit: np.ndarray, convention: str) -> np.ndarray:
+    """Unit-cube points (N, 3) as the model wants them, float32 (N, 3)."""
+    p = np.asarray(points_unit, dtype=np.float32).reshape(-1, 3)
+    if convention == "ifnet":
+        return np.ascontiguousarray(2.0 * p[:, ::-1])
+    if convention == "unit":
+        return np.ascontiguousarray(p)
+    raise ValueError(f"unknown point convention {convention!r}")
+
+
+def decision_level(threshold: float, output_kind: str) -> float:
+    """The raw-output value that corresponds to occupancy probability ``threshold``.
+
+    For logits the threshold applies to the sigmoid, so the level is ``log(t / (1 - t))``.
+    """
+    if output_kind == "probability":
+        return float(threshold)
+    if threshold <= 0.0:
+        return -math.inf
+    if threshold >= 1.0:
+        return math.inf
+    return math.log(threshold / (1.0 - threshold))
+
+
+def _require_inputs(session: ModelSession, names: list[str], what: str) -> None:
+    missing = [n for n in names if n not in session.input_names]
+    if missing:
+        raise ModelError(
+            session.path,
+            f"{what} has no input named {missing[0]!r} (inputs: {', '.join(session.input_names)})",
+        )
+
+
+def _require_outputs(session: ModelSession, names: list[str], what: str) -> None:
+    missing = [n for n in names if n not in session.output_names]
+    if missing:
+        raise ModelError(
+            session.path,
+            f"{what} has no output named {missing[0]!r} "
+            f"(outputs: {', '.join(session.output_names)})",
+        )
+
+
+class CrownEvaluator:
+    """Evaluates a crown model at unit-cube points for one voxel grid.
+
+    The encoder (two-part models) runs once in the constructor. :meth:`evaluate` splits points
+    into batches of ``batch_points``, checks ``cancel`` between batches, and counts the points
+    and batches it ran. ``decode_ms`` / ``encode_ms`` hold the time spent in the model.
+    """
+
+    def __init__(
+        self,
+        model: CrownModel,
+        pool: SessionPool,
+        voxels: np.ndarray,
+        *,
+        cancel: CancelToken | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.cancel = cancel
+        self.on_batch = on_batch
+        self.points = 0
+        self.batches = 0
+        self.encode_ms = 0.0
+        self.decode_ms = 0.0
+        vox = np.ascontiguousarray(voxels, dtype=np.float32)[None]
+        self._static: dict[str, np.ndarray]
+        if model.onnx is not None:
+            self.session = pool.get(model.onnx)
+            _require_inputs(self.session, [model.inputs["voxels"], model.inputs["points"]], "model")
+            _require_outputs(self.session, [model.output], "model")
+            self._static = {model.inputs["voxels"]: vox}
+        else:
+            encoder = pool.get(model.encoder_onnx)
+            self.session = pool.get(model.decoder_onnx)
+            _require_inputs(encoder, [model.inputs["voxels"]], "encoder")
+            _require_outputs(encoder, list(model.features), "encoder")
+            _require_inputs(self.session, [*model.features, model.inputs["points"]], "decoder")
+            _require_outputs(self.session, [model.output], "decoder")
+            t0 = time.perf_counter()
+            feats = encoder.run(list(model.features), {model.inputs["voxels"]: vox})
+            self.encode_ms = (time.perf_counter() - t0) * 1000.0
+            self._static = dict(zip(model.features, feats, strict=True))
+
+    def evaluate(self, points_unit: np.ndarray) -> np.ndarray:
+        """Raw model output (logit or probability) at each point, float32 (N,)."""
+        pts = to_model_points(points_unit, self.model.point_convention)
+        n = len(pts)
+        out = np.empty(n, dtype=np.float32)
+        step = self.model.generation.batch_points
+        name = self.model.inputs["points"]
+        for start in range(0, n, step):
+            if self.cancel is not None:
+                self.cancel.check()
+            batch = pts[start : start + step]
+            t0 = time.perf_counter()
+            got = self.session.run([self.model.output], {**self._static, name: batch[None]})[0]
+            self.decode_ms += (time.perf_counter() - t0) * 1000.0
+            got = np.asarray(got, dtype=np.float32).reshape(-1)
+            if got.size != len(batch):
+                raise PipelineError(
+                    self.session.path,
+                    f"output '{self.model.output}' has {got.size} values for {len(batch)} points "
+                    "(expected one per point)",
+                )
+            out[start : start + len(batch)] = got
+            self.points += len(batch)
+            self.batches += 1
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
+        return out

@@ -1,0 +1,316 @@
+"""Crown pipeline end to end on analytic ONNX models: placement in mm, conventions, two-part
+models, coarse-to-fine, smoothing, cancellation and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from app.core.crown import pipeline
+from app.core.crown.decode import decision_level, to_model_points
+from app.core.crown.frame import FrameTransform
+from app.core.crown.meshio import Mesh, load_mesh
+from app.core.crown.pipeline import generate_crown, run_crown
+from app.core.crown.smoothing import smooth
+from app.core.crown.surface import (
+    evaluate_coarse_to_fine,
+    evaluate_dense,
+    extract_surface,
+    signed_volume,
+)
+from app.core.errors import Cancelled, InputError, ModelError, PipelineError
+from app.core.manifest import load_manifest
+from app.core.report import CancelToken
+from app.core.runtime import RuntimeConfig, SessionPool
+from tests.onnx_builders import (
+    crown_manifest,
+    identity_crown_model,
+    save,
+    two_part_identity_models,
+    write_manifest,
+)
+
+CENTER = np.array([37.0, -12.0, 58.0])
+HALF = np.array([4.5, 3.0, 6.5])
+ROT = trimesh.transformations.rotation_matrix(0.5, [1, 2, 3])[:3, :3]
+VOX, GEN, SIZE = 24, 70, 19.0
+# The identity model reads the solid voxels back. Their outermost points lie within h/2 of the
+# surface on either side, so the level where the interpolated occupancy is 0.9 (logit 4 with
+# k = 10) sits on the surface on average; 0.5 would sit half a cell outside.
+THRESHOLD = float(1 / (1 + np.exp(-4.0)))
+
+
+def _box_scan() -> Mesh:
+    """A 9 x 6 x 13 mm box, turned about a skew axis, centred far from the origin."""
+    T = np.eye(4)
+    T[:3, :3] = ROT
+    T[:3, 3] = CENTER
+    box = trimesh.creation.box(2 * HALF, transform=T)
+    return Mesh(np.asarray(box.vertices, float), np.asarray(box.faces, np.int64))
+
+
+def _signed_box_distance(points_mm: np.ndarray) -> np.ndarray:
+    q = np.abs((points_mm - CENTER) @ ROT) - HALF
+    return np.linalg.norm(np.maximum(q, 0), axis=1) + np.minimum(q.max(axis=1), 0)
+
+
+@pytest.fixture
+def pool() -> SessionPool:
+    return SessionPool(RuntimeConfig(preference=("cpu",), intra_op_threads=2))
+
+
+def _model(tmp_path: Path, onnx_model=None, stem="identity", **overrides):
+    onnx_name = f"{stem}.onnx"
+    save(onnx_model if onnx_model is not None else identity_crown_model(), tmp_path / onnx_name)
+    data = crown_manifest(
+        tmp_path,
+        onnx_name,
+        voxel_resolution=VOX,
+        frame={"mode": "fixed", "size_mm": SIZE, "center": "bbox"},
+        generation={"resolution": GEN, "threshold": THRESHOLD, "batch_points": 150_000},
+    )
+    data.update(overrides)
+    return load_manifest(write_manifest(tmp_path, data, stem))
+
+
+def _placement_error(mesh: Mesh) -> tuple[float, float]:
+    """(mean |distance|, mean signed distance) of the crown's vertices to the box, in voxels."""
+    h = SIZE / (VOX - 1)
+    d = _signed_box_distance(mesh.vertices)
+    return float(np.abs(d).mean() / h), float(d.mean() / h)
+
+
+def _placed_right(mesh: Mesh) -> bool:
+    mean_abs, mean_signed = _placement_error(mesh)
+    return mean_abs < 1 / 3 and abs(mean_signed) < 1 / 8
+
+
+class _FrameWithoutCentre(FrameTransform):
+    def to_mm(self, points_unit: np.ndarray) -> np.ndarray:
+        return np.asarray(points_unit) / self.scale
+
+
+@pytest.mark.parametrize("sampler", ["native", "plain"])
+def test_identity_model_returns_the_scan_where_it_was(tmp_path, pool, sampler) -> None:
+    model = _model(tmp_path, identity_crown_model(sampler))
+    result = generate_crown(_box_scan(), model, pool)
+    mean_abs, mean_signed = _placement_error(result.mesh)
+    assert mean_abs < 1 / 3, mean_abs
+    assert abs(mean_signed) < 1 / 8, mean_signed
+    assert result.watertight
+    assert result.report.info["decoder_points"] == GEN**3
+    assert result.report.providers == ["cpu"]
+    assert signed_volume(result.mesh.vertices, result.mesh.faces) == pytest.approx(
+        np.prod(2 * HALF), rel=0.08
+    )
+
+
+@pytest.mark.parametrize(
+    "broken", ["unit_vs_ifnet_axis_swap", "frame_centre_not_inverted", "align_corners_false"]
+)
+def test_placement_check_catches_each_known_mistake(tmp_path, pool, monkeypatch, broken) -> None:
+    if broken == "unit_vs_ifnet_axis_swap":
+        model = _model(tmp_path, point_convention="unit")
+    elif broken == "align_corners_false":
+        model = _model(tmp_path, identity_crown_model(align_corners=False))
+    else:
+        model = _model(tmp_path)
+        real = pipeline.make_frame
+
+        def make_frame(*args, **kwargs):
+            f = real(*args, **kwargs)
+            return _FrameWithoutCentre(f.center, f.scale)
+
+        monkeypatch.setattr(pipeline, "make_frame", make_frame)
+    result = generate_crown(_box_scan(), model, pool)
+    mean_abs, mean_signed = _placement_error(result.mesh)
+    assert not _placed_right(result.mesh)
+    assert mean_abs > 1 / 3 or abs(mean_signed) > 0.2
+
+
+def test_two_part_model_runs_encoder_once_and_matches_one_graph(tmp_path, pool) -> None:
+    encoder, decoder = two_part_identity_models()
+    save(encoder, tmp_path / "enc.onnx")
+    save(decoder, tmp_path / "dec.onnx")
+    data = crown_manifest(
+        tmp_path,
+        None,
+        encoder_onnx="enc.onnx",
+        decoder_onnx="dec.onnx",
+        features=["feat", "feat_half"],
+        voxel_resolution=VOX,
+        frame={"mode": "fixed", "size_mm": SIZE, "center": "bbox"},
+        generation={"resolution": 40, "threshold": THRESHOLD, "batch_points": 10_000},
+    )
+    two = load_manifest(write_manifest(tmp_path, data, "two"))
+    calls: dict[str, int] = {}
+    real_get = pool.get
+
+    def counting_get(path):
+        session = real_get(path)
+        if getattr(session, "counted", False):
+            return session
+        session.counted = True
+        inner = session.run
+
+        def run(outputs, feeds):
+            calls[Path(path).name] = calls.get(Path(path).name, 0) + 1
+            return inner(outputs, feeds)
+
+        session.run = run
+        return session
+
+    pool.get = counting_get
+    got = generate_crown(_box_scan(), two, pool)
+    assert calls["enc.onnx"] == 1
+    assert calls["dec.onnx"] == got.report.info["batches"] == -(-(40**3) // 10_000)
+    assert "encode" in got.report.timings_ms
+    pool.get = real_get
+    one = _model(tmp_path, generation={"resolution": 40, "threshold": THRESHOLD,
+                                       "batch_points": 64_000})  # fmt: skip
+    ref = generate_crown(_box_scan(), one, pool)
+    np.testing.assert_allclose(got.mesh.vertices, ref.mesh.vertices, atol=1e-5)
+    np.testing.assert_array_equal(got.mesh.faces, ref.mesh.faces)
+
+
+def test_unit_convention_and_probability_outputs_give_the_same_crown(tmp_path, pool) -> None:
+    ref = generate_crown(_box_scan(), _model(tmp_path), pool)
+    unit = _model(
+        tmp_path, identity_crown_model(convention="unit"), stem="unit", point_convention="unit"
+    )
+    prob = _model(
+        tmp_path,
+        identity_crown_model(output_kind="probability"),
+        stem="prob",
+        output_kind="probability",
+        generation={"resolution": GEN, "threshold": 0.9, "batch_points": 150_000},
+    )
+    for model in (unit, prob):
+        got = generate_crown(_box_scan(), model, pool)
+        assert abs(len(got.mesh.faces) - len(ref.mesh.faces)) <= 0.001 * len(ref.mesh.faces)
+        assert _nearest_vertex_gap(got.mesh, ref.mesh) < 1e-3
+
+
+def _nearest_vertex_gap(a: Mesh, b: Mesh) -> float:
+    """Largest distance (mm) from a vertex of either mesh to the nearest vertex of the other."""
+    from scipy.spatial import cKDTree
+
+    ab = cKDTree(b.vertices).query(a.vertices)[0].max()
+    ba = cKDTree(a.vertices).query(b.vertices)[0].max()
+    return float(max(ab, ba))
+
+
+def test_coarse_to_fine_matches_dense_with_fewer_points(tmp_path, pool) -> None:
+    """Bound: >= 99.9 % of grid points on the same side of the level, every vertex within
+    0.01 voxel of a dense-mesh vertex, and under 40 % of the dense decoder points."""
+    scan = _box_scan()
+    sphere = trimesh.creation.icosphere(3, radius=2.0)
+    sphere.apply_translation(CENTER + [5.5, 5.0, -4.0])
+    scan = Mesh(
+        np.concatenate([scan.vertices, sphere.vertices]),
+        np.concatenate([scan.faces, sphere.faces + len(scan.vertices)]),
+    )
+    res, coarse = 73, 19
+    gen = {"resolution": res, "threshold": THRESHOLD, "batch_points": 200_000}
+    dense = generate_crown(scan, _model(tmp_path, generation=gen), pool)
+    c2f_model = _model(tmp_path, stem="c2f", generation={**gen, "coarse_resolution": coarse})
+    c2f = generate_crown(scan, c2f_model, pool)
+    assert c2f.report.info["coarse_levels"] == [19, 37, 73]
+    assert c2f.report.info["decoder_points"] < 0.4 * dense.report.info["decoder_points"]
+    assert c2f.watertight
+    assert len(c2f.mesh.faces) == len(dense.mesh.faces)
+    assert _nearest_vertex_gap(c2f.mesh, dense.mesh) < 0.01 * SIZE / (VOX - 1)
+
+    rng = np.random.default_rng(1)
+    vox = (rng.uniform(size=(20, 20, 20)) > 0.7).astype(np.float32)
+    from scipy.ndimage import map_coordinates
+
+    def field(p):
+        return map_coordinates(vox, ((p + 0.5) * 19).T, order=1) - 0.5
+
+    full = evaluate_dense(field, res)
+    fast, stats = evaluate_coarse_to_fine(field, res, coarse, 0.0)
+    assert ((full > 0) == (fast > 0)).mean() >= 0.999
+    assert sum(stats.evaluated) < full.size
+
+
+def test_no_surface_in_the_frame_is_a_pipeline_error(tmp_path, pool) -> None:
+    with pytest.raises(PipelineError, match="no crown in the frame"):
+        generate_crown(_box_scan(), _model(tmp_path), pool, center=[500.0, 0.0, 0.0])
+
+
+def test_model_without_the_named_input_is_a_model_error(tmp_path, pool) -> None:
+    model = _model(tmp_path, inputs={"voxels": "voxels", "points": "p"})
+    with pytest.raises(ModelError, match="no input named 'voxels'"):
+        generate_crown(_box_scan(), model, pool)
+
+
+def test_cancel_between_batches_and_progress_reported(tmp_path, pool) -> None:
+    model = _model(tmp_path, generation={"resolution": 40, "threshold": THRESHOLD,
+                                         "batch_points": 5_000})  # fmt: skip
+    token = CancelToken()
+    seen: list[tuple[str, float]] = []
+
+    def progress(stage: str, fraction: float) -> None:
+        seen.append((stage, fraction))
+        if stage == "decode" and fraction > 0.3:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        generate_crown(_box_scan(), model, pool, cancel=token, progress=progress)
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions) and 0.3 < fractions[-1] < 0.9
+
+
+def test_run_crown_writes_stl_in_mm_and_never_over_the_input(tmp_path, pool) -> None:
+    scan = _box_scan()
+    src = tmp_path / "scan.stl"
+    src.write_bytes(trimesh.Trimesh(scan.vertices, scan.faces).export(file_type="stl"))
+    model = _model(tmp_path, smoothing={"method": "taubin", "iterations": 10})
+    out = tmp_path / "out" / "crown.stl"
+    stages: list[str] = []
+    result = run_crown(src, out, model, pool, progress=lambda s, f: stages.append(s))
+    assert result.output == out and stages[0] == "load" and stages[-1] == "write"
+    back = load_mesh(out)
+    assert back.faces.shape == result.mesh.faces.shape
+    assert _placed_right(back)
+    for key in ("load", "frame", "voxelize", "decode", "extract", "smooth", "write"):
+        assert key in result.report.timings_ms
+    with pytest.raises(InputError, match="output path is the input"):
+        run_crown(src, src, model, pool)
+
+
+@pytest.mark.parametrize("method", ["laplacian", "taubin"])
+def test_smoothing_keeps_volume_and_reduces_roughness(method: str) -> None:
+    rng = np.random.default_rng(0)
+    sphere = trimesh.creation.icosphere(4, radius=1.0)
+    v = sphere.vertices * (1 + rng.uniform(-0.03, 0.03, (len(sphere.vertices), 1)))
+    out = smooth(v, sphere.faces, method, 10)
+    r_before = np.linalg.norm(v, axis=1).std()
+    r_after = np.linalg.norm(out, axis=1).std()
+    assert r_after < 0.5 * r_before
+    vol = signed_volume(v, sphere.faces)
+    assert signed_volume(out, sphere.faces) == pytest.approx(vol, rel=0.03)
+    assert np.array_equal(smooth(v, sphere.faces, "none", 10), v)
+
+
+def test_extract_surface_closes_at_the_box_and_faces_outward() -> None:
+    values = np.full((9, 9, 9), 5.0, np.float32)
+    verts, faces = extract_surface(values, 0.0)
+    np.testing.assert_allclose(verts.min(axis=0), -0.5, atol=1e-5)
+    np.testing.assert_allclose(verts.max(axis=0), 0.5, atol=1e-5)
+    assert signed_volume(verts, faces) == pytest.approx(1.0, rel=1e-3)
+    assert trimesh.Trimesh(verts, faces).is_watertight
+    assert extract_surface(np.zeros((9, 9, 9), np.float32), 0.0) is None
+
+
+def test_point_conventions_and_decision_level() -> None:
+    p = np.array([[0.1, -0.2, 0.3]])
+    np.testing.assert_allclose(to_model_points(p, "ifnet"), [[0.6, -0.4, 0.2]], atol=1e-7)
+    np.testing.assert_allclose(to_model_points(p, "unit"), p, atol=1e-7)
+    assert decision_level(0.5, "logits") == 0.0
+    assert decision_level(0.9, "logits") == pytest.approx(np.log(9.0))
+    assert decision_level(0.3, "probability") == 0.3
