@@ -13,6 +13,8 @@ Two finders, both on the image downscaled by ``roi.downscale``:
   lost), so every choice errs towards a larger box.
 - ``model``: the same model run once on the downscaled image; the box of every pixel not of
   class 0 (background, as in mmseg datasets), after an opening that drops isolated pixels.
+  It pays off for dynamic-size models only: a fixed-size model resizes the small image back up
+  to its input, so the first pass costs as much as a full one.
 
 :func:`expand_box` adds the margin, rounds the crop up to the size divisor and keeps it inside
 the image. Boxes are ``(x0, y0, x1, y1)`` in source pixels, ``x1``/``y1`` exclusive.
