@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.core.segment.overlay import overlay
+from app.core.segment.overlay import overlay, overlay_reference
 
 PALETTE = [(0, 0, 0), (200, 0, 0), (0, 0, 200)]
 
@@ -64,3 +64,19 @@ def test_bad_arguments(scene):
         overlay(image, labels, PALETTE, mode="outline")
     with pytest.raises(ValueError):
         overlay(image, labels, PALETTE, visible=[True])
+
+
+@pytest.mark.parametrize("mode", ["fill", "contour"])
+@pytest.mark.parametrize("alpha", [0.3, 0.5, 1.0])
+def test_overlay_matches_the_plain_reference(mode, alpha):
+    rng = np.random.default_rng(int(alpha * 10))
+    image = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    blocks = rng.integers(0, 4, (6, 8)).astype(np.uint8)
+    labels = np.kron(blocks, np.ones((10, 10), np.uint8))
+    palette = [(0, 0, 0), (200, 10, 10), (10, 10, 200), (250, 250, 0)]
+    visible = [False, True, False, True]
+    for vis in (None, visible):
+        fast = overlay(image, labels, palette, alpha=alpha, mode=mode, visible=vis)
+        ref = overlay_reference(image, labels, palette, alpha=alpha, mode=mode, visible=vis)
+        assert np.abs(fast.astype(int) - ref).max() <= 1
+        np.testing.assert_array_equal(fast != image, ref != image)

@@ -194,7 +194,7 @@ def _encode_image(path: Path, rgb: np.ndarray) -> bytes:
     ext = path.suffix.lower()
     if ext not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
         raise InputError(path, "overlay must be a .png, .jpg, .bmp or .tif file")
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 3] if ext == ".png" else []
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if ext == ".png" else []
     ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise InputError(path, "cannot encode the overlay in this format")
