@@ -7,7 +7,9 @@ Every image the pipeline sees is ``uint8 (H, W, 3)`` in **RGB** order, whatever 
 - 16-bit samples keep their high byte (``v >> 8``). That is what Pillow does for 16-bit RGB and
   what OpenCV's ``imread`` (and so mmseg's training loader) does for 16-bit PNG, so gray and
   colour 16-bit files get one treatment. It differs from the rounded ``v / 257`` (and from
-  OpenCV's 16-bit TIFF path, which rounds ``v / 256``) by at most one level.
+  OpenCV's 16-bit TIFF path, which rounds ``v / 256``) by at most one level. Pillow's 32-bit
+  integer mode is read as 16-bit when its values fit (older Pillow opens 16-bit gray that way);
+  wider integer and floating-point images are refused.
 - Alpha is dropped, not composited: OpenCV's ``IMREAD_COLOR`` drops it too, so the model sees
   the colours it was trained on; transparent pixels keep the colour stored under them.
 - Gray, palette, CMYK (Adobe-inverted JPEG included) and bilevel images go through Pillow's own
