@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.core.crown.meshio import merge_vertices
 from app.core.crown.voxelize import grid_axis
 
 Evaluate = Callable[[np.ndarray], np.ndarray]
@@ -31,6 +30,16 @@ def grid_points(resolution: int, flat: np.ndarray) -> np.ndarray:
     return np.stack([g[flat // rr], g[(flat // resolution) % resolution], g[flat % resolution]], 1)
 
 
+def _plane_points(resolution: int, x0: int, x1: int) -> np.ndarray:
+    """Coordinates of the grid points in x-planes x0..x1-1, in flat [x, y, z] order."""
+    g = grid_axis(resolution)
+    pts = np.empty((x1 - x0, resolution, resolution, 3), dtype=np.float64)
+    pts[..., 0] = g[x0:x1, None, None]
+    pts[..., 1] = g[None, :, None]
+    pts[..., 2] = g[None, None, :]
+    return pts.reshape(-1, 3)
+
+
 def _evaluate_flat(evaluate: Evaluate, resolution: int, flat: np.ndarray, chunk: int):
     out = np.empty(len(flat), dtype=np.float32)
     for start in range(0, len(flat), chunk):
@@ -41,11 +50,12 @@ def _evaluate_flat(evaluate: Evaluate, resolution: int, flat: np.ndarray, chunk:
 
 def evaluate_dense(evaluate: Evaluate, resolution: int, chunk: int = _CHUNK) -> np.ndarray:
     """Model values at every point of the resolution^3 grid, float32 [x, y, z]."""
-    values = np.empty(resolution**3, dtype=np.float32)
-    for start in range(0, values.size, chunk):
-        stop = min(start + chunk, values.size)
-        values[start:stop] = evaluate(grid_points(resolution, np.arange(start, stop)))
-    return values.reshape((resolution,) * 3)
+    values = np.empty((resolution,) * 3, dtype=np.float32)
+    planes = max(1, chunk // (resolution * resolution))
+    for x0 in range(0, resolution, planes):
+        x1 = min(resolution, x0 + planes)
+        values[x0:x1] = evaluate(_plane_points(resolution, x0, x1)).reshape(x1 - x0, resolution, -1)
+    return values
 
 
 def upsample_linear(values: np.ndarray, factor: int) -> np.ndarray:
@@ -145,6 +155,26 @@ def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
 
 
+def _merge_grid_point_vertices(verts: np.ndarray, faces: np.ndarray):
+    """Marching cubes makes one vertex per crossed edge; where a value equals the level exactly,
+    several edges share the grid point and their vertices coincide. Only such vertices (all
+    coordinates integral, in index space) can coincide, so only they are merged."""
+    on_grid = np.flatnonzero((verts == np.round(verts)).all(axis=1))
+    if on_grid.size == 0:
+        return verts, faces
+    _, first, inverse = np.unique(verts[on_grid], axis=0, return_index=True, return_inverse=True)
+    target = np.arange(len(verts))
+    target[on_grid] = on_grid[first][inverse.reshape(-1)]
+    if np.array_equal(target[on_grid], on_grid):
+        return verts, faces
+    f = target[faces]
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+    used = np.unique(f)
+    remap = np.full(len(verts), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return verts[used], remap[f]
+
+
 def extract_surface(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray] | None:
     """Marching cubes at ``level`` (occupied = above) -> unit-cube vertices and outward faces.
 
@@ -160,8 +190,8 @@ def extract_surface(values: np.ndarray, level: float) -> tuple[np.ndarray, np.nd
     res = values.shape[0]
     padded = np.pad(values.astype(np.float32), 1, constant_values=PAD_VALUE)
     verts, faces, _, _ = marching_cubes(padded, level=level)
-    verts = (verts.astype(np.float64) - 1.0) / (res - 1) - 0.5
-    verts, faces = merge_vertices(verts, faces.astype(np.int64))
+    verts, faces = _merge_grid_point_vertices(verts.astype(np.float64), faces.astype(np.int64))
+    verts = (verts - 1.0) / (res - 1) - 0.5
     if len(faces) == 0:
         return None
     if signed_volume(verts, faces) < 0:

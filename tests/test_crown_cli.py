@@ -1,0 +1,88 @@
+"""`crownscan crown` through app.cli.main on a real scan with the identity test model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from app.core.crown.meshio import load_mesh
+from tests.onnx_builders import crown_manifest, identity_crown_model, save, write_manifest
+
+SIZE, VOX = 45.0, 64
+
+
+def _identity_manifest(folder: Path, **overrides) -> Path:
+    save(identity_crown_model(), folder / "identity.onnx")
+    data = crown_manifest(
+        folder,
+        voxel_resolution=VOX,
+        frame={"mode": "fixed", "size_mm": SIZE, "center": "bbox"},
+        generation={"resolution": 96, "threshold": 0.5, "batch_points": 400_000},
+        smoothing={"method": "taubin", "iterations": 10},
+    )
+    data.update(overrides)
+    return write_manifest(folder, data)
+
+
+def test_crown_on_real_scan_writes_watertight_stl_in_mm(dental_samples, tmp_path, capsys):
+    scan_path = dental_samples / "vbcd_1723719_pna.ply"
+    manifest = _identity_manifest(tmp_path)
+    out = tmp_path / "crown.stl"
+    code = main(
+        ["crown", str(scan_path), "-o", str(out), "--model", str(manifest), "--json",
+         "--providers", "cpu", "--threads", "2"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    for key in ("output", "timings_ms", "decoder_points", "providers", "vertices", "faces",
+                "watertight"):  # fmt: skip
+        assert key in report
+    assert report["watertight"] is True
+    assert report["decoder_points"] == 96**3 and report["providers"] == ["cpu"]
+    for stage in ("load", "frame", "voxelize", "decode", "extract", "smooth", "write"):
+        assert report["timings_ms"][stage] >= 0
+    crown = load_mesh(out)
+    assert len(crown.faces) == report["faces"]
+    scan = load_mesh(scan_path)
+    h = SIZE / (VOX - 1)
+    # the identity model returns the voxelized scan: same y/z extent and +x end, in mm; the
+    # open scan's +x-ray fill may run to the frame's -x face
+    np.testing.assert_allclose(crown.bounds[:, 1:], scan.bounds[:, 1:], atol=h)
+    assert abs(crown.bounds[1, 0] - scan.bounds[1, 0]) < h
+    frame_min_x = (scan.bounds[0, 0] + scan.bounds[1, 0]) / 2 - SIZE / 2
+    assert frame_min_x - h < crown.bounds[0, 0] <= scan.bounds[0, 0] + h
+
+
+def test_missing_scan_is_exit_2_with_one_error_line(tmp_path, capsys) -> None:
+    manifest = _identity_manifest(tmp_path)
+    missing = tmp_path / "nope.stl"
+    code = main(["crown", str(missing), "-o", str(tmp_path / "o.stl"), "--model", str(manifest)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"error: {missing}: ")
+    assert not (tmp_path / "o.stl").exists()
+
+
+def test_manifest_with_unknown_key_is_exit_3(tmp_path, capsys) -> None:
+    manifest = _identity_manifest(tmp_path, voxel_resolutoin=64)
+    scan = tmp_path / "scan.stl"
+    scan.write_bytes(b"")
+    code = main(["crown", str(scan), "-o", str(tmp_path / "o.stl"), "--model", str(manifest)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3
+    assert len(err) == 1 and "voxel_resolutoin" in err[0]
+
+
+@pytest.mark.parametrize("content", [b"", b"solid x\nendsolid x\n"])
+def test_unusable_scan_is_exit_2(tmp_path, capsys, content: bytes) -> None:
+    manifest = _identity_manifest(tmp_path)
+    scan = tmp_path / "scan.stl"
+    scan.write_bytes(content)
+    code = main(["crown", str(scan), "-o", str(tmp_path / "o.stl"), "--model", str(manifest)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and str(scan) in err[0]
