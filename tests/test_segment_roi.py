@@ -55,8 +55,8 @@ def test_expand_box_adds_margin_rounds_to_divisor_and_stays_inside():
 
 
 def test_threshold_finder_boxes_the_stone_model(scan):
-    box = roi_mod.find_box_threshold(scan, 8)
-    assert box is not None
+    box, why = roi_mod.find_box_threshold(scan, 8)
+    assert box is not None and why == ""
     x0, y0, x1, y1 = box
     ox0, oy0, ox1, oy1 = OBJECT
     assert x0 <= ox0 + 2 and y0 <= oy0 + 2 and x1 >= ox1 - 2 and y1 >= oy1 - 2
@@ -70,14 +70,27 @@ def test_threshold_finder_keeps_dim_walls_of_a_tinted_model():
     img[100:150, 200:300] = (66, 52, 52)  # shaded wall, same hue, nearly plate-dark
     rng = np.random.default_rng(0)
     img = np.clip(img + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
-    box = roi_mod.find_box_threshold(img, 4)
+    box, _ = roi_mod.find_box_threshold(img, 4)
     assert box is not None and box[1] <= 104 and box[3] >= 246
 
 
 def test_threshold_finder_finds_nothing_on_an_empty_plate():
     rng = np.random.default_rng(1)
     img = np.clip(rng.normal(90, 3, (600, 700, 3)), 0, 255).astype(np.uint8)
-    assert roi_mod.find_box_threshold(img, 8) is None
+    assert roi_mod.find_box_threshold(img, 8) == (None, "nothing found")
+
+
+def test_threshold_finder_gives_up_when_the_model_covers_the_border(pool, folder):
+    """A model filling the left half: the border median is its colour; no crop is trusted."""
+    img = np.full((600, 800, 3), (60, 62, 70), np.uint8)
+    img[:, :450] = (220, 70, 60)
+    img[100:500, 300:420] = (60, 90, 230)
+    box, why = roi_mod.find_box_threshold(img, 8)
+    assert box is None and "border is not background" in why
+    model = make_model(folder, "roi_border", manifest={"roi": ROI_ON})
+    result = segment_image(img, model, pool, roi=True)
+    assert result.roi_box is None and "border" in result.report.info["roi_note"]
+    np.testing.assert_array_equal(result.labels, oracle_labels(img))
 
 
 def test_roi_crop_gives_the_full_frame_mask(pool, folder, scan):

@@ -10,7 +10,9 @@ Two finders, both on the image downscaled by ``roi.downscale``:
   the dim, shaded walls that touch a strong region. A morphological close then open removes
   speckle; the box is the union of the kept components at least :data:`KEEP_FRACTION` of the
   largest one's area. Missing a part of the model is the costly error (its pixels would be
-  lost), so every choice errs towards a larger box.
+  lost), so every choice errs towards a larger box; and when one side's median colour is far
+  from the background estimate (the model or another surface covers much of the border, so
+  the estimate may be the model's own colour) the finder gives up and the full frame is used.
 - ``model``: the same model run once on the downscaled image; the box of every pixel not of
   class 0 (background, as in mmseg datasets), after an opening that drops isolated pixels.
   It pays off for dynamic-size models only: a fixed-size model resizes the small image back up
@@ -34,6 +36,7 @@ Box = tuple[int, int, int, int]
 
 MIN_CONTRAST = 12
 LOW_FRACTION = 0.4
+SIDE_FRACTION = 0.5
 NOISE_FACTOR = 2.0
 CHROMA_WEIGHT = 2.0
 MIN_LOW = 6.0
@@ -64,19 +67,16 @@ def _scale_box(box: Box, small: tuple[int, int], full: tuple[int, int]) -> Box:
     )
 
 
-def _border_band(a: np.ndarray) -> np.ndarray:
-    """Pixels of a band along the four borders, as rows of ``a``'s trailing shape."""
+def _sides(a: np.ndarray) -> list[np.ndarray]:
+    """Bands along the top, bottom, left and right borders."""
     h, w = a.shape[:2]
     b = max(1, int(round(min(h, w) * BORDER_FRACTION)))
-    tail = a.shape[2:]
-    return np.concatenate(
-        [
-            a[:b].reshape(-1, *tail),
-            a[-b:].reshape(-1, *tail),
-            a[:, :b].reshape(-1, *tail),
-            a[:, -b:].reshape(-1, *tail),
-        ]
-    )
+    return [a[:b], a[-b:], a[:, :b], a[:, -b:]]
+
+
+def _border_band(a: np.ndarray) -> np.ndarray:
+    """Pixels of a band along the four borders, as rows of ``a``'s trailing shape."""
+    return np.concatenate([side.reshape(-1, *a.shape[2:]) for side in _sides(a)])
 
 
 def background_colour(small_rgb: np.ndarray) -> np.ndarray:
@@ -98,11 +98,23 @@ def colour_difference(small_rgb: np.ndarray, bg: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def foreground_threshold(small_rgb: np.ndarray) -> np.ndarray:
-    """Boolean mask of pixels that differ from the border-estimated background colour."""
-    diff = colour_difference(small_rgb, background_colour(small_rgb))
+def foreground_threshold(small_rgb: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Boolean mask of pixels that differ from the border-estimated background colour.
+
+    Returns ``(None, why)`` when the border is not one background: a side whose median colour
+    differs from the others' by more than half the foreground threshold means the stone model
+    (or a second surface) covers much of it, and the estimate cannot be trusted.
+    """
+    bg = background_colour(small_rgb)
+    diff = colour_difference(small_rgb, bg)
     otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     high_t = max(otsu, MIN_CONTRAST)
+    names = ("top", "bottom", "left", "right")
+    for name, side in zip(names, _sides(small_rgb), strict=True):
+        med = np.median(side.reshape(-1, 3), axis=0).astype(np.uint8)
+        off = int(colour_difference(med[None, None], bg)[0, 0])
+        if off > max(SIDE_FRACTION * high_t, MIN_CONTRAST):
+            return None, f"the {name} border is not background (differs by {off} levels)"
     noise = float(np.percentile(_border_band(diff), 99))
     low_t = min(max(NOISE_FACTOR * noise, MIN_LOW), LOW_FRACTION * high_t)
     high = diff > high_t
@@ -115,7 +127,7 @@ def foreground_threshold(small_rgb: np.ndarray) -> np.ndarray:
     keep = np.zeros(n, bool)
     keep[np.unique(comp[high & (low > 0)])] = True
     keep[0] = False
-    return keep[comp]
+    return keep[comp], ""
 
 
 def mask_box(mask: np.ndarray, keep_fraction: float = KEEP_FRACTION) -> Box | None:
@@ -133,23 +145,31 @@ def mask_box(mask: np.ndarray, keep_fraction: float = KEEP_FRACTION) -> Box | No
     return x0, y0, x1, y1
 
 
-def find_box_threshold(image_rgb: np.ndarray, downscale: int) -> Box | None:
-    """Tight box of the stone model by the classical threshold method, or None."""
+def find_box_threshold(image_rgb: np.ndarray, downscale: int) -> tuple[Box | None, str]:
+    """Tight box of the stone model by the classical threshold method, or ``(None, why)``."""
     small = downscaled(image_rgb, downscale)
-    box = mask_box(foreground_threshold(small))
-    return None if box is None else _scale_box(box, small.shape[:2], image_rgb.shape[:2])
+    mask, why = foreground_threshold(small)
+    if mask is None:
+        return None, why
+    box = mask_box(mask)
+    if box is None:
+        return None, "nothing found"
+    return _scale_box(box, small.shape[:2], image_rgb.shape[:2]), ""
 
 
 def find_box_model(
     image_rgb: np.ndarray, downscale: int, segment: Callable[[np.ndarray], np.ndarray]
-) -> Box | None:
-    """Tight box of non-background pixels from ``segment`` (labels of the downscaled image)."""
+) -> tuple[Box | None, str]:
+    """Tight box of non-background pixels from ``segment`` (labels of the downscaled image),
+    or ``(None, why)``."""
     small = downscaled(image_rgb, downscale)
     labels = segment(small)
     fg = (labels != 0).astype(np.uint8)
     fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     box = mask_box(fg, keep_fraction=0.0)
-    return None if box is None else _scale_box(box, small.shape[:2], image_rgb.shape[:2])
+    if box is None:
+        return None, "nothing found"
+    return _scale_box(box, small.shape[:2], image_rgb.shape[:2]), ""
 
 
 def expand_box(
@@ -193,11 +213,11 @@ def plan_roi(
     if roi.method == "model":
         if segment_small is None:
             raise ValueError("roi method 'model' needs a segment function")
-        tight = find_box_model(image_rgb, roi.downscale, segment_small)
+        tight, why = find_box_model(image_rgb, roi.downscale, segment_small)
     else:
-        tight = find_box_threshold(image_rgb, roi.downscale)
+        tight, why = find_box_threshold(image_rgb, roi.downscale)
     if tight is None:
-        return None, f"roi ({roi.method}): nothing found; full frame segmented"
+        return None, f"roi ({roi.method}): {why}; full frame segmented"
     box = expand_box(tight, (h, w), roi.margin, roi.min_margin_px, model.size_divisor)
     fraction = (box[2] - box[0]) * (box[3] - box[1]) / float(h * w)
     if fraction > MAX_FRACTION:
