@@ -58,19 +58,38 @@ def evaluate_dense(evaluate: Evaluate, resolution: int, chunk: int = _CHUNK) -> 
     return values
 
 
+def _along(axis: int, sl: slice) -> tuple[slice, ...]:
+    idx = [slice(None)] * 3
+    idx[axis] = sl
+    return tuple(idx)
+
+
 def upsample_linear(values: np.ndarray, factor: int) -> np.ndarray:
     """Trilinear upsampling with corners kept: n points per axis -> (n - 1) * factor + 1."""
-    out = values
+    out = np.asarray(values, dtype=np.float32)
     for axis in range(3):
         n = out.shape[axis]
-        pos = np.arange((n - 1) * factor + 1) / factor
-        i0 = np.minimum(np.floor(pos).astype(np.int64), n - 2)
-        w = (pos - i0).astype(np.float32)
-        shape = [1, 1, 1]
-        shape[axis] = -1
-        w = w.reshape(shape)
-        out = np.take(out, i0, axis=axis) * (1 - w) + np.take(out, i0 + 1, axis=axis) * w
-    return out.astype(np.float32)
+        shape = list(out.shape)
+        shape[axis] = (n - 1) * factor + 1
+        dst = np.empty(shape, dtype=np.float32)
+        dst[_along(axis, slice(None, None, factor))] = out
+        lo, hi = out[_along(axis, slice(None, -1))], out[_along(axis, slice(1, None))]
+        for k in range(1, factor):
+            w = np.float32(k / factor)
+            dst[_along(axis, slice(k, None, factor))] = lo * (1 - w) + hi * w
+        out = dst
+    return out
+
+
+def _dilate(cells: np.ndarray) -> np.ndarray:
+    """Dilation by one cell in all 26 directions, as three separable passes."""
+    out = cells
+    for axis in range(3):
+        src = out
+        out = src.copy()
+        out[_along(axis, slice(1, None))] |= src[_along(axis, slice(None, -1))]
+        out[_along(axis, slice(None, -1))] |= src[_along(axis, slice(1, None))]
+    return out
 
 
 def _straddling_cells(values: np.ndarray, level: float) -> np.ndarray:
@@ -90,13 +109,15 @@ def _straddling_cells(values: np.ndarray, level: float) -> np.ndarray:
 
 def _cells_to_points(cells: np.ndarray) -> np.ndarray:
     """Points ((n+1)^3) that are a corner of at least one flagged cell (n^3)."""
-    pts = np.zeros(tuple(s + 1 for s in cells.shape), dtype=bool)
-    n0, n1, n2 = cells.shape
-    for dx in (0, 1):
-        for dy in (0, 1):
-            for dz in (0, 1):
-                pts[dx : dx + n0, dy : dy + n1, dz : dz + n2] |= cells
-    return pts
+    out = cells
+    for axis in range(3):
+        shape = list(out.shape)
+        shape[axis] += 1
+        dst = np.zeros(shape, dtype=bool)
+        dst[_along(axis, slice(None, -1))] |= out
+        dst[_along(axis, slice(1, None))] |= out
+        out = dst
+    return out
 
 
 @dataclass
@@ -122,8 +143,6 @@ def evaluate_coarse_to_fine(
     coarse values. A surface feature smaller than a coarse cell that no coarse corner sees can be
     missed: that is the price of skipping points.
     """
-    from scipy.ndimage import binary_dilation
-
     if (resolution - 1) % (coarse_resolution - 1):
         raise ValueError("(resolution - 1) must be a multiple of (coarse_resolution - 1)")
     values = evaluate_dense(evaluate, coarse_resolution, chunk)
@@ -134,7 +153,7 @@ def evaluate_coarse_to_fine(
         ratio = (resolution - 1) // (cur - 1)
         step = 2 if ratio % 2 == 0 else ratio
         new = (cur - 1) * step + 1
-        cells = binary_dilation(_straddling_cells(values, level), np.ones((3, 3, 3), bool))
+        cells = _dilate(_straddling_cells(values, level))
         fine_cells = cells.repeat(step, 0).repeat(step, 1).repeat(step, 2)
         wanted = _cells_to_points(fine_cells)
         fine_exact = np.zeros((new,) * 3, dtype=bool)
