@@ -5,7 +5,7 @@ Uses the demo model (models/scanseg_demo.json) when present, else a stand-in net
 (three 3x3 convolutions, 16 channels, random weights: timing only, its masks mean nothing).
 The image is the first sample workspace image, else a synthetic stone-model image.
 
-    python benchmarks/bench_segment.py [--repeats 5] [--model path/to/manifest.json]
+    python benchmarks/bench_segment.py [--repeats 5] [--model manifest.json] [--image scan.png]
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--model", type=Path, default=None, help="segmentation manifest")
+    ap.add_argument("--image", type=Path, default=None, help="image (default: first sample)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_segment_"))
@@ -122,6 +123,8 @@ def main() -> None:
     manifest = args.model or (demo if demo.is_file() else build_stand_in(tmp))
     model = load_manifest(manifest)
     samples = sorted((REPO / "resources" / "samples").glob("*/image_*.png"))
+    if args.image is not None:
+        samples = [args.image.resolve()]
     image = load_image(samples[0]) if samples else synthetic_image()
     pool = SessionPool(RuntimeConfig(preference=("cpu",)))
     segment_image(image, model, pool, roi=False)  # session creation and warm-up
@@ -132,7 +135,7 @@ def main() -> None:
         affinity = os.cpu_count()
     print(
         f"model: {model.id} ({manifest.name}); image: "
-        f"{samples[0].relative_to(REPO) if samples else 'synthetic'} {image.shape[1]}x"
+        f"{samples[0].name if samples else 'synthetic'} {image.shape[1]}x"
         f"{image.shape[0]}; nproc: {affinity} (cpu_count {os.cpu_count()}); "
         f"ONNX Runtime CPU; median of {args.repeats}"
     )
