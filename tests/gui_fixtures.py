@@ -163,10 +163,10 @@ def isolated_qsettings(tmp_path) -> Iterator[Path]:
 
     folder = tmp_path / "qsettings"
     folder.mkdir()
-    fmt = QtCore.QSettings.Format.IniFormat
-    QtCore.QSettings.setDefaultFormat(fmt)
-    for scope in (QtCore.QSettings.Scope.UserScope, QtCore.QSettings.Scope.SystemScope):
-        QtCore.QSettings.setPath(fmt, scope, str(folder))
+    QtCore.QSettings.setDefaultFormat(QtCore.QSettings.Format.IniFormat)
+    for fmt in (QtCore.QSettings.Format.IniFormat, QtCore.QSettings.Format.NativeFormat):
+        for scope in (QtCore.QSettings.Scope.UserScope, QtCore.QSettings.Scope.SystemScope):
+            QtCore.QSettings.setPath(fmt, scope, str(folder))
     yield folder
 
 

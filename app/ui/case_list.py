@@ -42,8 +42,10 @@ class CaseList(QtWidgets.QTreeWidget):
         self.setUniformRowHeights(True)
         self.setAlternatingRowColors(True)
         self.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
-        self.header().setStretchLastSection(True)
-        self.setColumnWidth(0, 130)
+        header = self.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
         self._items: dict[str, QtWidgets.QTreeWidgetItem] = {}
         self._icons = {s: status_icon(s) for s in CaseStatus}
         self.currentItemChanged.connect(self._changed)

@@ -471,9 +471,13 @@ class MainWindow(QtWidgets.QMainWindow):
     def _show_view(self, view: CaseView) -> None:
         if view.case != self.current:
             return
+        prev = self._shown
+        keep_camera = prev is not None and prev.case == view.case and prev.crown is not None
         self._shown = view
-        self.viewer3d.set_scan(view.scan, reset=True)
+        self.viewer3d.set_scan(view.scan, reset=False)
         self.viewer3d.set_crown(view.crown)
+        if not keep_camera:
+            self.viewer3d.reset_camera()
         if self.seg_model is not None:
             self.viewer2d.set_classes(
                 [c.name for c in self.seg_model.classes], self.seg_model.palette

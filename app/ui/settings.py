@@ -63,7 +63,13 @@ class AppSettings:
 
 
 def qsettings() -> QtCore.QSettings:
-    return QtCore.QSettings(ORGANIZATION, APPLICATION)
+    """The user's settings: an INI file in the per-user location on every platform."""
+    return QtCore.QSettings(
+        QtCore.QSettings.Format.IniFormat,
+        QtCore.QSettings.Scope.UserScope,
+        ORGANIZATION,
+        APPLICATION,
+    )
 
 
 def _as_list(value: object) -> list[str]:

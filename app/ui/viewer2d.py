@@ -133,7 +133,7 @@ class Viewer2D(QtWidgets.QWidget):
         self.strip.setWrapping(False)
         self.strip.setMovement(QtWidgets.QListView.Movement.Static)
         self.strip.setIconSize(QtCore.QSize(THUMB, THUMB))
-        self.strip.setFixedHeight(THUMB + 36)
+        self.strip.setFixedHeight(THUMB + 30)
         self.strip.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.strip.currentRowChanged.connect(self._show_current)
 
@@ -155,28 +155,32 @@ class Viewer2D(QtWidgets.QWidget):
         self.zoom_label = QtWidgets.QLabel("")
         self.zoom_label.setMinimumWidth(48)
         self.view.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
-        self.legend_box = QtWidgets.QHBoxLayout()
         self.class_checks: list[QtWidgets.QCheckBox] = []
         self.info = QtWidgets.QLabel("")
         self.info.setObjectName("imageInfo")
 
-        controls = QtWidgets.QHBoxLayout()
-        controls.setContentsMargins(4, 2, 4, 2)
-        controls.addWidget(QtWidgets.QLabel("Overlay"))
+        controls = QtWidgets.QToolBar("Overlay")
+        controls.addWidget(QtWidgets.QLabel(" Overlay "))
         controls.addWidget(self.opacity)
         controls.addWidget(self.mode)
-        controls.addSpacing(8)
-        controls.addLayout(self.legend_box)
-        controls.addStretch(1)
+        controls.addSeparator()
         controls.addWidget(fit)
         controls.addWidget(one)
         controls.addWidget(self.zoom_label)
+        self.legend_toolbar = QtWidgets.QToolBar("Classes")
+        self.legend_toolbar.addWidget(QtWidgets.QLabel(" Classes "))
+        self._legend_actions: list[QtGui.QAction] = []
+        bars = QtWidgets.QVBoxLayout()
+        bars.setContentsMargins(0, 0, 0, 0)
+        bars.setSpacing(0)
+        bars.addWidget(controls)
+        bars.addWidget(self.legend_toolbar)
 
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
         lay.addWidget(self.strip)
-        lay.addLayout(controls)
+        lay.addLayout(bars)
         lay.addWidget(self.view, 1)
         lay.addWidget(self.info)
 
@@ -189,10 +193,12 @@ class Viewer2D(QtWidgets.QWidget):
         if list(names) == self.class_names and list(palette) == self.palette:
             return
         self.class_names, self.palette = list(names), [tuple(c) for c in palette]
+        for act in self._legend_actions:
+            self.legend_toolbar.removeAction(act)
         for cb in self.class_checks:
-            self.legend_box.removeWidget(cb)
             cb.deleteLater()
         self.class_checks = []
+        self._legend_actions = []
         for name, (r, g, b) in zip(self.class_names, self.palette, strict=True):
             cb = QtWidgets.QCheckBox(name)
             cb.setChecked(name != "background")
@@ -201,7 +207,7 @@ class Viewer2D(QtWidgets.QWidget):
             cb.setIcon(QtGui.QIcon(pm))
             cb.setToolTip(f"show {name} (colour {r}, {g}, {b})")
             cb.toggled.connect(self.refresh)
-            self.legend_box.addWidget(cb)
+            self._legend_actions.append(self.legend_toolbar.addWidget(cb))
             self.class_checks.append(cb)
 
     def set_overlay_defaults(self, opacity: float, mode: str) -> None:

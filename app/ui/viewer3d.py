@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyvista as pv
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 from pyvistaqt import QtInteractor
 
 STONE_COLOR = (0.70, 0.69, 0.66)
@@ -67,49 +67,40 @@ class Viewer3D(QtWidgets.QWidget):
         self.smooth_check = QtWidgets.QCheckBox("Smooth shading")
         self.smooth_check.setChecked(True)
         self.view_buttons: dict[str, QtWidgets.QToolButton] = {}
-        top = QtWidgets.QHBoxLayout()
-        top.setContentsMargins(4, 2, 4, 2)
+        top = QtWidgets.QToolBar("3D display")
+        top.setIconSize(QtCore.QSize(12, 12))
         for label, check, slider, color in (
             ("scan", self.scan_check, self.scan_opacity, STONE_COLOR),
             ("crown", self.crown_check, self.crown_opacity, TOOTH_COLOR),
         ):
-            swatch = QtWidgets.QLabel()
-            swatch.setFixedSize(12, 12)
-            r, g, b = (int(c * 255) for c in color)
-            swatch.setStyleSheet(f"background: rgb({r},{g},{b}); border: 1px solid #555;")
-            top.addWidget(swatch)
-            top.addWidget(check)
+            pm = QtGui.QPixmap(12, 12)
+            pm.fill(QtGui.QColor(*(int(c * 255) for c in color)))
+            check.setIcon(QtGui.QIcon(pm))
+            check.setToolTip(f"show the {label}")
             slider.setToolTip(f"{label} opacity")
+            top.addWidget(check)
             top.addWidget(slider)
+            top.addSeparator()
         top.addWidget(self.smooth_check)
-        top.addStretch(1)
-        views = QtWidgets.QHBoxLayout()
-        views.setContentsMargins(4, 0, 4, 2)
+        views = QtWidgets.QToolBar("3D views")
         for name in VIEWS:
-            b = QtWidgets.QToolButton()
-            b.setText(name)
-            b.setToolTip(f"{name} view")
-            b.clicked.connect(lambda _=False, n=name: self.set_view(n))
-            self.view_buttons[name] = b
-            views.addWidget(b)
-        self.reset_button = QtWidgets.QToolButton()
-        self.reset_button.setText("Reset")
-        self.reset_button.setToolTip("Reset camera")
-        self.reset_button.clicked.connect(self.reset_camera)
-        self.shot_button = QtWidgets.QToolButton()
-        self.shot_button.setText("Screenshot…")
-        self.shot_button.clicked.connect(self._ask_screenshot)
-        views.addWidget(self.reset_button)
-        views.addStretch(1)
-        views.addWidget(self.shot_button)
-        self.placeholder = QtWidgets.QLabel("")
-        views.addWidget(self.placeholder)
+            act = views.addAction(name)
+            act.setToolTip(f"{name} view")
+            act.triggered.connect(lambda _=False, n=name: self.set_view(n))
+            self.view_buttons[name] = views.widgetForAction(act)
+        views.addSeparator()
+        act = views.addAction("Reset")
+        act.setToolTip("Reset camera")
+        act.triggered.connect(self.reset_camera)
+        act = views.addAction("Screenshot…")
+        act.setToolTip("Save the 3D view as a PNG")
+        act.triggered.connect(self._ask_screenshot)
 
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
-        lay.addLayout(top)
-        lay.addLayout(views)
+        lay.addWidget(top)
+        lay.addWidget(views)
         lay.addWidget(self.plotter, 1)
 
         self.scan_check.toggled.connect(lambda on: self._set_visible("scan", on))
