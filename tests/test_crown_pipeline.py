@@ -240,6 +240,12 @@ def test_coarse_to_fine_matches_dense_with_fewer_points(tmp_path, pool) -> None:
 def test_no_surface_in_the_frame_is_a_pipeline_error(tmp_path, pool) -> None:
     with pytest.raises(PipelineError, match="no crown in the frame"):
         generate_crown(_box_scan(), _model(tmp_path), pool, center=[500.0, 0.0, 0.0])
+    scan = _box_scan()
+    src = tmp_path / "scan.stl"
+    src.write_bytes(trimesh.Trimesh(scan.vertices, scan.faces).export(file_type="stl"))
+    with pytest.raises(PipelineError, match="check the frame centre") as err:
+        run_crown(src, tmp_path / "o.stl", _model(tmp_path), pool, center=[500.0, 0.0, 0.0])
+    assert err.value.path == src and not (tmp_path / "o.stl").exists()
 
 
 def test_model_without_the_named_input_is_a_model_error(tmp_path, pool) -> None:

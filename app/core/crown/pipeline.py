@@ -185,7 +185,12 @@ def run_crown(
         cancel.check()
     if progress is not None:
         progress("load", _PROGRESS["load"])
-    result = _generate(scan, model, pool, report, resolution, center, cancel, progress)
+    try:
+        result = _generate(scan, model, pool, report, resolution, center, cancel, progress)
+    except PipelineError as exc:
+        if exc.path is not None:
+            raise
+        raise PipelineError(input_path, exc.message) from exc
     with report.stage("write"):
         write_stl(output_path, result.mesh, inputs=[input_path])
     if progress is not None:
