@@ -14,7 +14,8 @@ Two finders, both on the image downscaled by ``roi.downscale``:
   from the background estimate (the model or another surface covers much of the border, so
   the estimate may be the model's own colour) the finder gives up and the full frame is used.
 - ``model``: the same model run once on the downscaled image; the box of every pixel not of
-  class 0 (background, as in mmseg datasets), after an opening that drops isolated pixels.
+  class 0 (background, as in mmseg datasets). No speckle removal: at this scale a thin part
+  of the model is a pixel or two wide, and a stray pixel only makes the crop larger.
   It pays off for dynamic-size models only: a fixed-size model resizes the small image back up
   to its input, so the first pass costs as much as a full one.
 
@@ -164,9 +165,7 @@ def find_box_model(
     or ``(None, why)``."""
     small = downscaled(image_rgb, downscale)
     labels = segment(small)
-    fg = (labels != 0).astype(np.uint8)
-    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    box = mask_box(fg, keep_fraction=0.0)
+    box = mask_box(labels != 0, keep_fraction=0.0)
     if box is None:
         return None, "nothing found"
     return _scale_box(box, small.shape[:2], image_rgb.shape[:2]), ""
