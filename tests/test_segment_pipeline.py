@@ -243,6 +243,11 @@ def test_run_segment_never_writes_over_its_input(pool, folder, image_file):
     with pytest.raises(InputError):
         run_segment(image_file, model, pool, overlay_path=image_file)
     assert image_file.read_bytes() == before
+    with pytest.raises(InputError, match=".png"):
+        run_segment(image_file, model, pool, mask_path=image_file.with_name("mask.jpg"))
+    with pytest.raises(InputError, match="overlay"):
+        run_segment(image_file, model, pool, overlay_path=image_file.with_name("over.gif"))
+    assert not image_file.with_name("mask.jpg").exists()
 
 
 def test_cancel_stops_before_writing(pool, folder, image_file, tmp_path):

@@ -223,6 +223,8 @@ def run_segment(
         check_not_input(out, [image_path])
     if mask_path is not None and overlay_path is not None:
         check_not_input(Path(overlay_path), [Path(mask_path)])
+    if mask_path is not None and Path(mask_path).suffix.lower() != ".png":
+        raise InputError(mask_path, "the label mask is a palette PNG: give a .png path")
     if overlay_path is not None and Path(overlay_path).suffix.lower() not in (
         ".png",
         ".jpg",
