@@ -7,7 +7,7 @@ import io
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from app.core.errors import InputError
 from app.core.segment.imageio import (
@@ -246,3 +246,18 @@ def test_read_label_png_refuses_a_colour_image(tmp_path, rgb):
     Image.fromarray(rgb).save(p)
     with pytest.raises(InputError, match="not a label mask"):
         read_label_png(p)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillow_transpose(tmp_path, orientation):
+    rng = np.random.default_rng(orientation)
+    img = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    p = tmp_path / f"o{orientation}.png"
+    Image.fromarray(img).save(p, exif=exif.tobytes())
+    with Image.open(p) as im:
+        want = np.array(ImageOps.exif_transpose(im).convert("RGB"))
+    out = load_image(p)
+    np.testing.assert_array_equal(out, want)
+    assert out.shape[:2] == ((40, 24) if orientation >= 5 else (24, 40))
