@@ -136,11 +136,13 @@ def identity_crown_model(
     align_corners: bool = True,
     convention: str = "ifnet",
     output_kind: str = "logits",
+    static_resolution: int | None = None,
 ) -> onnx.ModelProto:
     """The identity crown model (see module docstring).
 
     ``convention="unit"`` makes a model that takes unit-cube (x, y, z) points instead;
-    ``output_kind="probability"`` returns the sampled occupancy itself.
+    ``output_kind="probability"`` returns the sampled occupancy itself;
+    ``static_resolution`` fixes R in the declared input shape.
     """
     g = _Graph()
     p = "p" if convention == "ifnet" else _unit_to_ifnet(g, "p")
@@ -153,7 +155,7 @@ def identity_crown_model(
     else:
         g.nodes.append(helper.make_node("Identity", [sampled], ["out"]))
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, "N"])
-    return _model(g, list(_io()), [out])
+    return _model(g, list(_io(static_resolution)), [out])
 
 
 def two_part_identity_models(k: float = 10.0) -> tuple[onnx.ModelProto, onnx.ModelProto]:

@@ -86,3 +86,15 @@ def test_unusable_scan_is_exit_2(tmp_path, capsys, content: bytes) -> None:
     code = main(["crown", str(scan), "-o", str(tmp_path / "o.stl"), "--model", str(manifest)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and str(scan) in err[0]
+
+
+def test_frame_missing_the_scan_is_exit_4_naming_the_scan(dental_samples, tmp_path, capsys):
+    scan = dental_samples / "vbcd_1723719_pna.ply"
+    manifest = _identity_manifest(tmp_path)
+    out = tmp_path / "o.stl"
+    code = main(["crown", str(scan), "-o", str(out), "--model", str(manifest),
+                 "--center", "500", "0", "0", "--providers", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and len(err) == 1
+    assert err[0].startswith(f"error: {scan}: ") and "no crown in the frame" in err[0]
+    assert not out.exists()

@@ -254,6 +254,14 @@ def test_model_without_the_named_input_is_a_model_error(tmp_path, pool) -> None:
         generate_crown(_box_scan(), model, pool)
 
 
+def test_model_with_another_static_grid_size_is_a_model_error(tmp_path, pool) -> None:
+    model = _model(tmp_path, identity_crown_model(static_resolution=VOX + 8))
+    with pytest.raises(ModelError, match=f"voxel_resolution is {VOX}"):
+        generate_crown(_box_scan(), model, pool)
+    fitting = _model(tmp_path, identity_crown_model(static_resolution=VOX), stem="fits")
+    assert generate_crown(_box_scan(), fitting, pool).watertight
+
+
 def test_cancel_between_batches_and_progress_reported(tmp_path, pool) -> None:
     model = _model(tmp_path, generation={"resolution": 40, "threshold": THRESHOLD,
                                          "batch_points": 5_000})  # fmt: skip

@@ -62,6 +62,30 @@ def _require_outputs(session: ModelSession, names: list[str], what: str) -> None
         )
 
 
+def _input_shape(session: ModelSession, name: str) -> list:
+    for item in session.session.get_inputs():
+        if item.name == name:
+            return list(item.shape)
+    return []
+
+
+def _voxel_feed(session: ModelSession, name: str, voxels: np.ndarray) -> np.ndarray:
+    """The voxel grid as (1, R, R, R), or (1, 1, R, R, R) for a model that declares a channel
+    axis; a static grid size that differs from the manifest's is a model error."""
+    shape = _input_shape(session, name)
+    feed = np.ascontiguousarray(voxels, dtype=np.float32)[None]
+    if len(shape) == 5:
+        feed = feed[None]
+    static = [d for d in shape[-3:] if isinstance(d, int)]
+    if static and any(d != voxels.shape[0] for d in static):
+        raise ModelError(
+            session.path,
+            f"input '{name}' takes a {'x'.join(str(d) for d in shape[-3:])} voxel grid but the "
+            f"manifest's voxel_resolution is {voxels.shape[0]}",
+        )
+    return feed
+
+
 class CrownEvaluator:
     """Evaluates a crown model at unit-cube points for one voxel grid.
 
@@ -86,22 +110,22 @@ class CrownEvaluator:
         self.batches = 0
         self.encode_ms = 0.0
         self.decode_ms = 0.0
-        vox = np.ascontiguousarray(voxels, dtype=np.float32)[None]
+        vname = model.inputs["voxels"]
         self._static: dict[str, np.ndarray]
         if model.onnx is not None:
             self.session = pool.get(model.onnx)
-            _require_inputs(self.session, [model.inputs["voxels"], model.inputs["points"]], "model")
+            _require_inputs(self.session, [vname, model.inputs["points"]], "model")
             _require_outputs(self.session, [model.output], "model")
-            self._static = {model.inputs["voxels"]: vox}
+            self._static = {vname: _voxel_feed(self.session, vname, voxels)}
         else:
             encoder = pool.get(model.encoder_onnx)
             self.session = pool.get(model.decoder_onnx)
-            _require_inputs(encoder, [model.inputs["voxels"]], "encoder")
+            _require_inputs(encoder, [vname], "encoder")
             _require_outputs(encoder, list(model.features), "encoder")
             _require_inputs(self.session, [*model.features, model.inputs["points"]], "decoder")
             _require_outputs(self.session, [model.output], "decoder")
             t0 = time.perf_counter()
-            feats = encoder.run(list(model.features), {model.inputs["voxels"]: vox})
+            feats = encoder.run(list(model.features), {vname: _voxel_feed(encoder, vname, voxels)})
             self.encode_ms = (time.perf_counter() - t0) * 1000.0
             self._static = dict(zip(model.features, feats, strict=True))
 
@@ -112,12 +136,14 @@ class CrownEvaluator:
         out = np.empty(n, dtype=np.float32)
         step = self.model.generation.batch_points
         name = self.model.inputs["points"]
+        flat_points = len(_input_shape(self.session, name)) == 2
         for start in range(0, n, step):
             if self.cancel is not None:
                 self.cancel.check()
             batch = pts[start : start + step]
             t0 = time.perf_counter()
-            got = self.session.run([self.model.output], {**self._static, name: batch[None]})[0]
+            feed = batch if flat_points else batch[None]
+            got = self.session.run([self.model.output], {**self._static, name: feed})[0]
             self.decode_ms += (time.perf_counter() - t0) * 1000.0
             got = np.asarray(got, dtype=np.float32).reshape(-1)
             if got.size != len(batch):
