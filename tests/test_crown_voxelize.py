@@ -75,6 +75,12 @@ def test_geometry_outside_the_cube_is_clipped_not_an_error() -> None:
     assert _agree(solid, ref) >= 0.999
     far = mesh.vertices + 5.0
     assert not voxelize(far, mesh.faces, res, "solid").any()
+    huge = trimesh.creation.box([1e12, 1e12, 1e12])
+    assert voxelize(huge.vertices, huge.faces, res, "solid").all()
+    assert not voxelize(huge.vertices, huge.faces, res, "surface").any()
+    shifted = voxelize(huge.vertices + [5e11 + 0.2, 0, 0], huge.faces, res, "solid")
+    g = grid_axis(res)
+    assert shifted[g > 0.2].all() and not shifted[g < 0.2 - h / 2].any()
 
 
 def test_ties_on_grid_aligned_box_resolve_exactly() -> None:

@@ -59,9 +59,9 @@ def _index_range(lo: np.ndarray, hi: np.ndarray, resolution: int) -> tuple[np.nd
     """Grid indices of the points in [lo, hi], widened by a rounding margin (the exact test
     decides)."""
     scale = resolution - 1
-    i0 = np.ceil((lo + 0.5) * scale - 1e-7).astype(np.int64)
-    i1 = np.floor((hi + 0.5) * scale + 1e-7).astype(np.int64)
-    return np.clip(i0, 0, resolution - 1), np.clip(i1, -1, resolution - 1)
+    i0 = np.clip(np.ceil((lo + 0.5) * scale - 1e-7), 0, resolution)
+    i1 = np.clip(np.floor((hi + 0.5) * scale + 1e-7), -1, resolution - 1)
+    return i0.astype(np.int64), i1.astype(np.int64)
 
 
 def _pairs(counts: np.ndarray, chunk: int = _PAIR_CHUNK):
