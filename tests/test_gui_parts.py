@@ -184,11 +184,9 @@ def test_smoke_command_errors_print_one_line_and_exit_non_zero(tmp_path, fake_mo
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "missing" in proc.stderr
     ws = make_workspace(tmp_path, broken=True, n=1)
-    proc = _smoke(
-        ["--workspace", str(ws), "--case", "nope", "--quit", "--models", str(fake_models)],
-        tmp_path,
-    )
+    proc = _smoke(["--workspace", str(ws), "--case", "nope", "--quit"], tmp_path)
     assert proc.returncode == 2 and "nope" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
     proc = _smoke(
         [
             "--workspace", str(ws), "--case", "case_bad", "--run", "--quit",

@@ -319,3 +319,21 @@ def test_run_cancel_raises_between_batches(fake_models, fake_workspace):
     assert {p.name for p in result.written} >= {"crown.stl", "image_1_mask.png", "run.json"}
     info = cases.read_run_info(case)
     assert info["crown_model"] == "sphere_crown" and info["providers"] == ["cpu"]
+
+
+def test_next_case_is_prefetched_while_reviewing(make_window, fake_workspace, qtbot):
+    w = make_window(fake_workspace)
+    assert w.current == "case_001"
+    wait_for(qtbot, lambda: "case_002" in w._cache, 30000)
+    w.next_pending()
+    assert w.current == "case_002"
+    assert w._view_tag is None  # shown straight from the prefetched data, no load queued
+    np.testing.assert_allclose(
+        np.array(w.viewer3d.actor("scan").GetBounds()).reshape(3, 2).mean(axis=1),
+        sphere_centre(2),
+        atol=0.5,
+    )
+    assert len(w.viewer2d.entries) == 2
+    # after a run the cached view is replaced, never served stale
+    assert run_and_wait(qtbot, w, "case_002") == "generated"
+    assert w._cache["case_002"].crown is not None

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    one_line = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    print(f"error: {one_line}", file=sys.stderr)
     return code
 
 
@@ -70,7 +71,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.models is not None and not args.models.is_dir():
         return _fail(f"{args.models}: models folder does not exist", EXIT_INPUT)
+    if args.case is not None and args.workspace is not None:
+        from app.core.cases import discover_cases
+        from app.core.errors import CrownscanError
 
+        try:
+            names = [c.name for c in discover_cases(args.workspace)]
+        except CrownscanError as exc:
+            return _fail(str(exc), EXIT_INPUT)
+        if args.case not in names:
+            return _fail(f"{args.workspace}: no case named '{args.case}'", EXIT_INPUT)
+    try:
+        return _gui(args, width, height)
+    except Exception as exc:  # a bug: still one line on the smoke path
+        return _fail(f"internal error: {type(exc).__name__}: {exc}", EXIT_RUN)
+
+
+def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     from PySide6 import QtCore, QtWidgets
 
     from app.core.errors import CrownscanError

@@ -8,6 +8,7 @@ number, and only a result whose tag is still the one the window waits for is sho
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -741,7 +742,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.last_outcome[tag.case] = "run failed"
             self.message(f"{tag.case}: {text}")
             if not isinstance(exc, CrownscanError):
-                print(tb)
+                logging.getLogger("crownscan").error("run of %s failed:\n%s", tag.case, tb)
             self._after_run(tag, "error")
 
     def _on_cancelled(self, tag: Tag) -> None:
