@@ -48,8 +48,10 @@ def test_open_workspace_lists_cases_with_status_and_errors(make_window, fake_wor
 
 def test_run_case_shows_crown_with_expected_bounds_and_overlay(make_window, fake_workspace, qtbot):
     w = make_window(fake_workspace)
+    inputs_before = cases.input_hash(w.cases["case_002"])
     assert run_and_wait(qtbot, w, "case_002") == "generated"
     assert w.case_list.status_text("case_002") == "generated"
+    assert cases.input_hash(w.cases["case_002"]) == inputs_before
     bounds = np.array(w.viewer3d.crown_bounds()).reshape(3, 2)
     c = sphere_centre(2)
     np.testing.assert_allclose(bounds[:, 0], c - SPHERE_RADIUS_MM, atol=0.6)

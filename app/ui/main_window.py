@@ -704,6 +704,11 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.store.record_run(tag.case, "generated")
             self.transient_errors.pop(tag.case, None)
             self._invalidated[tag.case] = tag.gen
+            self.runner.cancel_where(
+                lambda t: t.case == tag.case and t.kind in ("load", "prefetch")
+            )
+            if self._view_tag is not None and self._view_tag.case == tag.case:
+                self._view_tag = None
             self._remember(view)
             self._set_status(tag.case)
             self._set_providers(case_result.providers, self.provider_notes)

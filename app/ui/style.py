@@ -30,8 +30,13 @@ def dark_palette() -> QtGui.QPalette:
     return p
 
 
+def app_icon() -> QtGui.QIcon:
+    return QtGui.QIcon(str(install_root() / "resources" / "icons" / "crownscan.svg"))
+
+
 def apply_style(app: QtWidgets.QApplication) -> None:
     app.setStyle("Fusion")
+    app.setWindowIcon(app_icon())
     app.setPalette(dark_palette())
     qss = install_root() / "resources" / "style.qss"
     if qss.is_file():
