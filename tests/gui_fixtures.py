@@ -275,7 +275,9 @@ def make_window(qapp, qtbot, leak_check, tmp_path, fake_models) -> Iterator[Call
     yield make
     for w in windows:
         w.close()
+        idle = w.runner._pool.activeThreadCount() == 0
         w.deleteLater()
+        assert idle, "worker threads still running after the window closed"
     windows.clear()
     _flush_qt()
 

@@ -339,3 +339,19 @@ def test_next_case_is_prefetched_while_reviewing(make_window, fake_workspace, qt
     # after a run the cached view is replaced, never served stale
     assert run_and_wait(qtbot, w, "case_002") == "generated"
     assert w._cache["case_002"].crown is not None
+
+
+def test_closing_the_window_mid_run_stops_cleanly(make_window, fake_workspace, qtbot, monkeypatch):
+    w = make_window(fake_workspace)
+    entered, release = _gated_run(monkeypatch)
+    w.run_button.click()
+    qtbot.waitUntil(entered.is_set, timeout=30000)
+    timer = threading.Timer(0.3, release.set)
+    timer.start()
+    w.close()  # cancels and waits for the worker, which resumes only after the close began
+    timer.join()
+    assert w.runner._pool.activeThreadCount() == 0
+    assert not w.cases["case_001"].output_dir.exists()
+    db = sqlite3.connect(fake_workspace / cases.DB_NAME)
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    db.close()
