@@ -359,3 +359,17 @@ def test_values_exactly_at_the_level_still_give_a_closed_mesh() -> None:
     assert mesh.is_watertight
     assert (mesh.area_faces > 0).all()
     assert signed_volume(verts, faces) > 0
+
+
+def test_explicit_resolution_snaps_to_the_coarse_grid() -> None:
+    from app.core.crown.pipeline import compatible_resolution
+
+    assert compatible_resolution(256, 33) == 257
+    assert compatible_resolution(129, 33) == 129
+    assert compatible_resolution(73, 19) == 73
+    assert compatible_resolution(100, 19) == 145
+    for res, coarse in [(256, 33), (200, 9), (97, 13)]:
+        got = compatible_resolution(res, coarse)
+        assert got >= res and (got - 1) % (coarse - 1) == 0
+        k = (got - 1) // (coarse - 1)
+        assert k & (k - 1) == 0

@@ -66,8 +66,11 @@ def _generate(
     if res < 8:
         raise ModelError(model.manifest_path, f"generation resolution must be >= 8, got {res}")
     coarse = gen.coarse_resolution
-    if coarse is not None and (coarse >= res or (res - 1) % (coarse - 1)):
-        coarse = None  # an explicit resolution the coarse grid does not divide: run dense
+    requested = res
+    if coarse is not None and coarse >= res:
+        coarse = None
+    elif coarse is not None:
+        res = compatible_resolution(res, coarse)
     level = decision_level(gen.threshold, model.output_kind)
     if not np.isfinite(level):
         raise ModelError(
@@ -133,6 +136,7 @@ def _generate(
             "decoder_points": int(evaluator.points),
             "batches": int(evaluator.batches),
             "resolution": res,
+            "requested_resolution": requested,
             "coarse_resolution": coarse,
             "voxel_resolution": model.voxel_resolution,
             "voxels_occupied": int(voxels.sum()),
@@ -142,6 +146,21 @@ def _generate(
         }
     )
     return CrownResult(mesh=mesh, watertight=watertight, report=report)
+
+
+def compatible_resolution(resolution: int, coarse: int) -> int:
+    """The smallest grid of at least ``resolution`` points per axis that coarse-to-fine can
+    reach from ``coarse`` by doubling: ``(coarse - 1) * 2**k + 1``.
+
+    An explicit resolution the coarse grid does not divide is rounded up to it (and reported)
+    rather than silently falling back to a dense grid many times slower.
+    """
+    if (resolution - 1) % (coarse - 1) == 0:
+        return resolution
+    res = coarse
+    while res < resolution:
+        res = 2 * res - 1
+    return res
 
 
 def generate_crown(
