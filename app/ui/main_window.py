@@ -129,7 +129,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.center.addWidget(self.viewer3d)
         self.center.addWidget(self.viewer2d)
         self.center.setChildrenCollapsible(False)
-        self.center.setSizes([560, 520])
+        self.center.setStretchFactor(0, 11)
+        self.center.setStretchFactor(1, 9)
+        self.center.setSizes([550, 450])
 
         self.main_split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         self.main_split.addWidget(left)
@@ -478,7 +480,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.viewer3d.set_scan(view.scan, reset=False)
         self.viewer3d.set_crown(view.crown)
         if not keep_camera:
-            self.viewer3d.reset_camera()
+            self.viewer3d.show_new_case()
         if self.seg_model is not None:
             self.viewer2d.set_classes(
                 [c.name for c in self.seg_model.classes], self.seg_model.palette

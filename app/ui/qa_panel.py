@@ -58,6 +58,8 @@ class QaPanel(QtWidgets.QWidget):
 
         self.history = QtWidgets.QListWidget()
         self.history.setMaximumHeight(110)
+        self.history.setWordWrap(True)
+        self.history.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.details = QtWidgets.QTextBrowser()
         self.details.setObjectName("details")
         self.details.setOpenExternalLinks(False)
@@ -112,6 +114,11 @@ class QaPanel(QtWidgets.QWidget):
 
     def show_history(self, records: list[QaRecord]) -> None:
         self.history.clear()
+        if not records:
+            item = QtWidgets.QListWidgetItem("no decision yet")
+            item.setFlags(QtCore.Qt.ItemFlag.NoItemFlags)
+            self.history.addItem(item)
+            return
         for r in reversed(records):
             when = r.time.replace("T", " ")[:19]
             text = f"{when}  {r.decision.value}  by {r.user}"

@@ -186,6 +186,20 @@ class Viewer2D(QtWidgets.QWidget):
 
         self.opacity.valueChanged.connect(self.refresh)
         self.mode.currentTextChanged.connect(self.refresh)
+        self._thickness = 0
+        self._rezoom = QtCore.QTimer(self)
+        self._rezoom.setSingleShot(True)
+        self._rezoom.setInterval(150)
+        self._rezoom.timeout.connect(self._zoom_settled)
+        self.view.zoom_changed.connect(lambda _z: self._rezoom.start())
+
+    def _contour_thickness(self) -> int:
+        """Contour lines about two screen pixels wide at the current zoom."""
+        return max(2, round(2.0 / max(self.view.scale_factor(), 1e-3)))
+
+    def _zoom_settled(self) -> None:
+        if self.mode.currentText() == "contour" and self._contour_thickness() != self._thickness:
+            self.refresh()
 
     # --- content -----------------------------------------------------------------------------
 
@@ -265,13 +279,19 @@ class Viewer2D(QtWidgets.QWidget):
             visible = self.visible_classes()
             if len(visible) != len(self.palette):
                 visible = None
+            mode = self.mode.currentText()
+            extra = {}
+            if mode == "contour":
+                self._thickness = self._contour_thickness()
+                extra["thickness"] = self._thickness
             img = overlay(
                 entry.rgb,
                 entry.labels,
                 self.palette,
                 alpha=self.opacity.value() / 100,
-                mode=self.mode.currentText(),
+                mode=mode,
                 visible=visible,
+                **extra,
             )
             counts = np.bincount(entry.labels.ravel(), minlength=len(self.palette))
             parts = [

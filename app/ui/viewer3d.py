@@ -57,6 +57,7 @@ class Viewer3D(QtWidgets.QWidget):
         self.plotter.set_background(BACKGROUND[0], top=BACKGROUND[1])
         self._meshes: dict[str, pv.PolyData] = {}
         self._smooth = True
+        self.current_view: str | None = None
 
         self.scan_check = QtWidgets.QCheckBox("Scan")
         self.scan_check.setChecked(True)
@@ -202,6 +203,8 @@ class Viewer3D(QtWidgets.QWidget):
             self.render()
 
     def set_view(self, name: str) -> None:
+        """Look from a standard direction; the choice is kept for the next case shown."""
+        self.current_view = name
         direction, up = VIEWS[name]
         self.plotter.view_vector(direction, viewup=up, render=False)
         self.reset_camera()
@@ -211,6 +214,13 @@ class Viewer3D(QtWidgets.QWidget):
             self.plotter.reset_camera(render=False)
             self.plotter.camera.zoom(1.15)
         self.render()
+
+    def show_new_case(self) -> None:
+        """Frame a newly shown case from the last standard view the technician chose."""
+        if self.current_view is not None:
+            direction, up = VIEWS[self.current_view]
+            self.plotter.view_vector(direction, viewup=up, render=False)
+        self.reset_camera()
 
     def render(self) -> None:
         if not getattr(self.plotter, "_closed", True):
