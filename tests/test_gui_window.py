@@ -355,3 +355,28 @@ def test_closing_the_window_mid_run_stops_cleanly(make_window, fake_workspace, q
     db = sqlite3.connect(fake_workspace / cases.DB_NAME)
     assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
     db.close()
+
+
+def test_settings_change_reloads_models_and_layout_modes(make_window, fake_workspace, tmp_path):
+    import dataclasses
+
+    w = make_window(fake_workspace)
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    old_pool = w.pool
+    w.apply_settings(dataclasses.replace(w.settings, models_dir=str(empty)))
+    assert w.pool is not old_pool
+    assert w.crown_model is None and "none" in w.models_label.text()
+    assert not w.run_button.isEnabled()
+    assert "no crown model" in w.models_label.toolTip()
+    w.run_current()  # refused with a message, no crash
+    assert "No crown model" in w.message_label.text()
+    # the setting was stored in this test's INI file, not the user's
+    from app.ui.settings import load_settings
+
+    assert load_settings(w._qsettings).models_dir == str(empty)
+    w.set_layout("2d")
+    assert w.viewer3d.isHidden() and not w.viewer2d.isHidden()
+    w.set_layout("stacked")
+    assert w.center.orientation() == QtCore.Qt.Orientation.Vertical
+    assert not w.viewer3d.isHidden()
