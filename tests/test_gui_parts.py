@@ -234,3 +234,21 @@ def test_sample_workspace_with_bundled_models(make_window, tmp_path, qtbot):
     shown = (w.viewer2d.composite != entry.rgb).any(axis=2)
     assert shown.sum() > 0
     assert np.all(entry.labels[shown] > 0)
+
+
+def test_sample_workspace_is_opened_from_a_writable_copy(qapp, tmp_path, monkeypatch):
+    from app.ui import settings as ui_settings
+
+    bundled = make_workspace(tmp_path / "bundle", broken=False, n=2)
+    (bundled / "case_001" / "output").mkdir()
+    (bundled / "case_001" / "output" / "crown.stl").write_bytes(b"stale")
+    (bundled / "crownscan-qa.sqlite").write_bytes(b"not copied")
+    monkeypatch.setattr("app.core.paths.sample_workspace_dir", lambda: bundled)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    copy = ui_settings.sample_workspace_copy()
+    assert copy != bundled and str(copy).startswith(str(tmp_path / "data"))
+    assert sorted(p.name for p in copy.iterdir()) == ["case_001", "case_002"]
+    assert not (copy / "case_001" / "output").exists()
+    (copy / "case_001" / "note.txt").write_text("technician's")
+    assert ui_settings.sample_workspace_copy() == copy
+    assert (copy / "case_001" / "note.txt").read_text() == "technician's"

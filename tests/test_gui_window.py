@@ -114,8 +114,17 @@ def test_approve_survives_restart(make_window, fake_workspace, qtbot):
     assert w2.case_list.status_text("case_002") == "new"
     assert w2.current == "case_002"  # first pending case
     w2.select_case("case_001")
+    wait_for(qtbot, lambda: w2._view_tag is None)
     assert w2.qa.history.count() == 1
     assert "approved" in w2.qa.history.item(0).text()
+    assert "changed after the last decision" not in w2.qa.details.toPlainText()
+    # an input edited after the decision is flagged: the record judged other inputs
+    img = case.images[0]
+    img.write_bytes(img.read_bytes() + b"\0")
+    w2.open_workspace(fake_workspace)
+    w2.select_case("case_001")
+    wait_for(qtbot, lambda: w2._view_tag is None)
+    assert "changed after the last decision" in w2.qa.details.toPlainText()
 
 
 def _gated_run(monkeypatch, *, ignore_cancel: bool = False):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.cases import Case, read_run_info
+from app.core.cases import Case, input_hash, read_run_info
 from app.core.errors import CrownscanError
 from app.core.report import CancelToken
 
@@ -30,6 +30,7 @@ class CaseView:
     run_info: dict[str, Any] | None = None
     error: str | None = None
     stamp: tuple = ()
+    input_hash: str | None = None
 
 
 def case_stamp(case: Case) -> tuple:
@@ -90,6 +91,10 @@ def load_case_view(case: Case, cancel: CancelToken | None = None) -> CaseView:
         view.images.append(
             ImageEntry(Path(path), rgb, labels, boxes.get(Path(path).name), make_thumb(rgb))
         )
+    try:
+        view.input_hash = input_hash(case)
+    except CrownscanError:
+        view.input_hash = None
     view.error = "\n".join(errors) or None
     return view
 
@@ -119,4 +124,5 @@ def view_from_result(result: Any, scan_poly: Any, case: Case) -> CaseView:
         images=images,
         run_info=read_run_info(case),
         stamp=case_stamp(case),
+        input_hash=input_hash(case),
     )

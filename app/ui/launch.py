@@ -91,10 +91,15 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     from PySide6 import QtCore, QtWidgets
 
     from app.core.errors import CrownscanError
-    from app.core.paths import sample_workspace_dir
 
     from .main_window import MainWindow
-    from .settings import APPLICATION, ORGANIZATION, load_settings, qsettings
+    from .settings import (
+        APPLICATION,
+        ORGANIZATION,
+        load_settings,
+        qsettings,
+        sample_workspace_copy,
+    )
     from .style import apply_style
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
@@ -120,7 +125,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
         workspace = args.workspace
         if workspace is None:
             last = Path(settings.last_workspace) if settings.last_workspace else None
-            workspace = last if last is not None and last.is_dir() else sample_workspace_dir()
+            workspace = last if last is not None and last.is_dir() else sample_workspace_copy()
         try:
             window.open_workspace(workspace)
         except CrownscanError as exc:

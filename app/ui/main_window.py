@@ -303,9 +303,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ============================================================ workspace
     def open_sample_workspace(self) -> None:
-        from app.core.paths import sample_workspace_dir
+        """Open (a writable copy of) the bundled sample workspace."""
+        from .settings import sample_workspace_copy
 
-        self.open_workspace(sample_workspace_dir())
+        self.open_workspace(sample_workspace_copy())
 
     def ask_open_workspace(self) -> None:
         start = str(self.workspace or Path.home())
@@ -558,7 +559,17 @@ class MainWindow(QtWidgets.QMainWindow):
         outcome = self.last_outcome.get(name)
         if outcome:
             rows.append(("This session", outcome))
-        self.qa.show_details(rows, self._error_of(name))
+        warning = None
+        shown = self._shown if self._shown is not None and self._shown.case == name else None
+        if self.store is not None and shown is not None and shown.input_hash:
+            latest = self.store.latest_decisions().get(name)
+            rows.append(("Inputs sha256", shown.input_hash[:16] + "…"))
+            if latest is not None and latest.input_hash and latest.input_hash != shown.input_hash:
+                warning = (
+                    f"The input files changed after the last decision ({latest.decision.value},"
+                    f" {latest.time[:19].replace('T', ' ')}): that decision judged other inputs."
+                )
+        self.qa.show_details(rows, self._error_of(name), warning)
 
     # ============================================================ runs
     def _run_fn(self, case: Case):

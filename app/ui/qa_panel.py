@@ -139,10 +139,14 @@ class QaPanel(QtWidgets.QWidget):
         when = record.time.replace("T", " ")[:19]
         self.saved_label.setText(f"Saved: {record.decision.value} by {record.user}, {when} UTC")
 
-    def show_details(self, rows: list[tuple[str, str]], error: str | None) -> None:
+    def show_details(
+        self, rows: list[tuple[str, str]], error: str | None, warning: str | None = None
+    ) -> None:
         parts = []
         if error:
             parts.append(f"<p style='color:#ff6b61'><b>Error:</b> {html.escape(error)}</p>")
+        if warning:
+            parts.append(f"<p style='color:#e0b84a'><b>Note:</b> {html.escape(warning)}</p>")
         parts.append("<table cellspacing='2'>")
         for k, v in rows:
             parts.append(

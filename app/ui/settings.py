@@ -62,6 +62,33 @@ class AppSettings:
         self.last_workspace = w
 
 
+def sample_workspace_copy() -> Path:
+    """A writable copy of the bundled sample workspace in the user's data folder.
+
+    The bundled one lives in the install folder (read-only in an installed app, and inside the
+    checkout when run from source): runs and QA decisions must not be written there. Cases
+    are copied once; an existing copy (with the technician's outputs and decisions) is kept.
+    """
+    import shutil
+
+    from app.core.paths import sample_workspace_dir
+
+    src = sample_workspace_dir()
+    base = QtCore.QStandardPaths.writableLocation(
+        QtCore.QStandardPaths.StandardLocation.AppLocalDataLocation
+    )
+    if not base or not src.is_dir():
+        return src
+    dst = Path(base) / "sample-workspace"
+    for case in sorted(p for p in src.iterdir() if p.is_dir()):
+        target = dst / case.name
+        if not target.exists():
+            shutil.copytree(
+                case, target, ignore=shutil.ignore_patterns("output", "*.sqlite*", ".*")
+            )
+    return dst if dst.is_dir() else src
+
+
 def qsettings() -> QtCore.QSettings:
     """The user's settings: an INI file in the per-user location on every platform."""
     return QtCore.QSettings(
