@@ -276,6 +276,12 @@ def test_decision_refused_before_a_run(make_window, fake_workspace):
     assert w.decide(Decision.APPROVED) is None
     assert w.store.history() == []
     assert w.case_list.status_text("case_001") == "new"
+    # a note being written is kept per case while the technician looks elsewhere
+    w.qa.note.setPlainText("check distal margin")
+    w.select_case("case_002")
+    assert w.qa.note.toPlainText() == ""
+    w.select_case("case_001")
+    assert w.qa.note.toPlainText() == "check distal margin"
 
 
 def test_run_all_pending_and_export_report(make_window, fake_workspace, qtbot, tmp_path):

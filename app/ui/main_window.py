@@ -85,6 +85,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._batch = {"total": 0, "done": 0, "errors": 0, "active": False}
         self._cache: OrderedDict[str, CaseView] = OrderedDict()
         self._invalidated: dict[str, int] = {}
+        self._drafts: dict[str, str] = {}
         self._shown: CaseView | None = None
         self._closed = False
 
@@ -335,9 +336,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.workspace_label.setText(f"<b>{folder.name}</b><br><small>{folder}</small>")
         self.workspace_label.setToolTip(str(folder))
         self.setWindowTitle(f"Crownscan — {folder.name}")
-        self.statuses = {}
-        for name in self.order:
-            self.statuses[name] = self._status_from_disk(name)
+        decisions, runs = store.latest_decisions(), store.latest_runs()
+        self.statuses = {
+            n: cases.case_status(self.cases[n], decisions.get(n), runs.get(n)) for n in self.order
+        }
         self.case_list.set_cases([(n, self.statuses[n], self._error_of(n)) for n in self.order])
         self.settings.add_recent(folder)
         save_settings(self.settings, self._qsettings)
@@ -361,6 +363,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._set_busy(False)
         self._cache.clear()
         self._invalidated.clear()
+        self._drafts.clear()
         self._shown = None
         self.transient_errors.clear()
         self.last_outcome.clear()
@@ -435,18 +438,22 @@ class MainWindow(QtWidgets.QMainWindow):
                 self._run_tag = None
                 self._set_busy(False)
                 self._set_status(left)
+                self.last_outcome[left] = "run cancelled"
                 self.message(f"Run of {left} cancelled (another case was selected)")
+                self.run_finished.emit(left, "cancelled")
             if self._view_tag is not None:
                 if self._view_tag.kind == "load":
                     self.runner.cancel(self._view_tag)
                 self._view_tag = None
+        if left is not None:
+            self._drafts[left] = self.qa.note.toPlainText()
         self.current = name
         self._shown = None
         if self.case_list.current_name() != name and name is not None:
             self.case_list.blockSignals(True)
             self.case_list.select(name)
             self.case_list.blockSignals(False)
-        self.qa.clear_note()
+        self.qa.note.setPlainText(self._drafts.get(name, "") if name else "")
         if name is None:
             self.qa.show_case(None, None)
             self.viewer3d.clear()
@@ -832,6 +839,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._set_status(name)
         self._show_history()
         self.qa.clear_note()
+        self._drafts.pop(name, None)
         self.message(f"{name}: {decision.value} — saved")
         return record
 
