@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -20,6 +21,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from seg_builders import build_colour_model, write_manifest
+
+# pyvistaqt needs X11 (Xvfb from pytest-xvfb); Qt would pick Wayland on a Wayland desktop.
+os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
 
 SPHERE_RADIUS_MM = 6.0
 FRAME_MM = 20.0
