@@ -221,6 +221,7 @@ def plan_roi(
     fraction = (box[2] - box[0]) * (box[3] - box[1]) / float(h * w)
     if fraction > MAX_FRACTION:
         return None, (
-            f"roi ({roi.method}): box covers {fraction:.0%} of the frame; full frame segmented"
+            f"roi ({roi.method}): box covers {fraction:.1%} of the frame "
+            f"(over {MAX_FRACTION:.0%}); full frame segmented"
         )
     return box, f"roi ({roi.method}): crop covers {fraction:.0%} of the frame"
