@@ -205,3 +205,16 @@ def test_pending_states():
     assert not cases.is_pending(CaseStatus.APPROVED)
     assert not cases.is_pending(CaseStatus.NEEDS_REWORK)
     assert not cases.is_pending(CaseStatus.ERROR)
+
+
+def test_picked_centres_are_stored_replaced_and_cleared(tmp_path):
+    with QaStore(tmp_path) as store:
+        store.set_centre("c1", (1.5, -2.0, 3.25))
+        store.set_centre("c1", (4.0, 5.0, 6.0))
+        store.set_centre("c2", (0.0, 0.0, 0.0))
+        with pytest.raises(ValueError):
+            store.set_centre("c3", (float("nan"), 0.0, 0.0))
+    with QaStore(tmp_path) as store:
+        assert store.centres() == {"c1": (4.0, 5.0, 6.0), "c2": (0.0, 0.0, 0.0)}
+        store.set_centre("c1", None)
+        assert store.centres() == {"c2": (0.0, 0.0, 0.0)}

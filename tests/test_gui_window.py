@@ -395,3 +395,37 @@ def test_settings_change_reloads_models_and_layout_modes(make_window, fake_works
     w.set_layout("stacked")
     assert w.center.orientation() == QtCore.Qt.Orientation.Vertical
     assert not w.viewer3d.isHidden()
+
+
+def test_picked_centre_moves_the_crop_and_the_crown(make_window, fake_workspace, qtbot):
+    w = make_window(fake_workspace)
+    c = sphere_centre(1)
+    box = w.frame_box("case_001")
+    np.testing.assert_allclose(box[0], c, atol=1e-6)
+    assert box[1] == pytest.approx(20.0)
+    frame = np.array(w.viewer3d.actor("frame").GetBounds()).reshape(3, 2)
+    np.testing.assert_allclose(frame[:, 0], c - 10, atol=1e-6)
+    # the technician looks from above and clicks the middle of the scan: its top, 4 mm up
+    w.viewer3d.set_view("Occlusal")
+    w.viewer3d.pick_action.setChecked(True)
+    plot = w.viewer3d.plotter
+    middle = QtCore.QPoint(plot.width() // 2, plot.height() // 2)
+    qtbot.mouseClick(plot, QtCore.Qt.MouseButton.LeftButton, pos=middle)
+    wait_for(qtbot, lambda: "case_001" in w.centres, 5000)
+    picked = w.centres["case_001"]
+    np.testing.assert_allclose(picked, c + np.array([0.0, 0.0, 4.0]), atol=0.5)
+    wait_for(qtbot, lambda: not w.viewer3d.pick_action.isChecked(), 5000)
+    assert w.viewer3d.actor("centre") is not None
+    assert "picked" in w.qa.details.toPlainText()
+    assert run_and_wait(qtbot, w, "case_001") == "generated"
+    bounds = np.array(w.viewer3d.crown_bounds()).reshape(3, 2)
+    np.testing.assert_allclose(bounds.mean(axis=1), picked, atol=0.6)
+    assert cases.read_run_info(w.cases["case_001"])["center"] == pytest.approx(list(picked))
+    # remembered across a restart, and can be cleared
+    w.open_workspace(fake_workspace)
+    w.select_case("case_001")
+    assert w.centres["case_001"] == pytest.approx(picked)
+    w.set_centre(None)
+    assert "case_001" not in w.centres
+    wait_for(qtbot, lambda: w._view_tag is None)
+    assert w.viewer3d.actor("centre") is None

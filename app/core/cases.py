@@ -19,6 +19,7 @@ import getpass
 import hashlib
 import io
 import json
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -232,6 +233,14 @@ CREATE TABLE IF NOT EXISTS runs (
     time TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_case ON runs(case_name, id);
+CREATE TABLE IF NOT EXISTS centres (
+    case_name TEXT PRIMARY KEY,
+    x REAL NOT NULL,
+    y REAL NOT NULL,
+    z REAL NOT NULL,
+    time TEXT NOT NULL,
+    user TEXT NOT NULL
+);
 """
 
 
@@ -324,6 +333,27 @@ class QaStore:
             "INSERT INTO runs (case_name, outcome, message, time) VALUES (?,?,?,?)",
             (case, outcome, message, _now()),
         )
+
+    def set_centre(self, case: str, centre: Sequence[float] | None) -> None:
+        """Store (or with None, forget) the frame centre a technician picked for a case, in mm.
+
+        A full-arch scan needs the crop centred on the preparation rather than on the scan's
+        bounding box; the picked point is used by every later run of the case.
+        """
+        if centre is None:
+            self._write("DELETE FROM centres WHERE case_name=?", (case,))
+            return
+        x, y, z = (float(c) for c in centre)
+        if not all(math.isfinite(v) for v in (x, y, z)):
+            raise ValueError(f"centre must be three finite numbers, got {centre!r}")
+        self._write(
+            "INSERT OR REPLACE INTO centres (case_name, x, y, z, time, user) VALUES (?,?,?,?,?,?)",
+            (case, x, y, z, _now(), current_user()),
+        )
+
+    def centres(self) -> dict[str, tuple[float, float, float]]:
+        rows = self._db.execute("SELECT case_name, x, y, z FROM centres").fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     @staticmethod
     def _qa(row: sqlite3.Row | tuple) -> QaRecord:
@@ -472,6 +502,7 @@ def run_case(
     resolution: int | None = None,
     roi: bool | None = None,
     smoothing: Any | None = None,
+    center: Sequence[float] | None = None,
     overlay_alpha: float = 0.5,
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
@@ -481,7 +512,8 @@ def run_case(
     Everything is computed in memory first and written only once the whole case succeeded, so
     a cancelled or failed run leaves the case folder exactly as it was. Raises
     :class:`~app.core.errors.Cancelled`, :class:`InputError` naming a broken file, or
-    :class:`PipelineError`. ``smoothing`` (a ``manifest.Smoothing``) overrides the model's.
+    :class:`PipelineError`. ``smoothing`` (a ``manifest.Smoothing``) overrides the model's;
+    ``center`` (mm) places the model's frame on a picked point instead of the manifest's.
     """
     from app.core.crown.meshio import load_mesh, write_stl
     from app.core.crown.pipeline import generate_crown
@@ -511,6 +543,7 @@ def run_case(
         crown_model,
         pool,
         resolution=resolution,
+        center=center,
         cancel=cancel,
         progress=sub(0.0, crown_share, "crown"),
     )
@@ -554,6 +587,7 @@ def run_case(
         "seg_model": seg_model.id if seg_model is not None else "",
         "seg_version": seg_model.version if seg_model is not None else "",
         "providers": providers,
+        "center": None if center is None else [float(c) for c in center],
         "timings_ms": {k: round(v, 2) for k, v in report.timings_ms.items()},
         "crown": {"vertices": int(len(crown.mesh.vertices)), "faces": int(len(crown.mesh.faces))},
         "images": {

@@ -86,6 +86,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._cache: OrderedDict[str, CaseView] = OrderedDict()
         self._invalidated: dict[str, int] = {}
         self._drafts: dict[str, str] = {}
+        self.centres: dict[str, tuple[float, float, float]] = {}
         self._shown: CaseView | None = None
         self._closed = False
 
@@ -99,6 +100,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.case_list = CaseList()
         self.case_list.case_selected.connect(self.select_case)
         self.viewer3d = Viewer3D()
+        self.viewer3d.centre_picked.connect(self.set_centre)
         self.viewer2d = Viewer2D()
         self.viewer2d.set_overlay_defaults(
             self.settings.overlay_opacity, self.settings.overlay_mode
@@ -207,6 +209,9 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         self._action("Next pending", self.next_pending, ("N", "Space"), case_menu)
         self._action("Previous", self.previous_case, ("P",), case_menu)
+        case_menu.addSeparator()
+        case_menu.addAction(self.viewer3d.pick_action)
+        self._action("Clear picked centre", lambda: self.set_centre(None), (), case_menu)
 
         view_menu = mb.addMenu("&View")
         group = QtGui.QActionGroup(self)
@@ -337,6 +342,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.workspace_label.setToolTip(str(folder))
         self.setWindowTitle(f"Crownscan — {folder.name}")
         decisions, runs = store.latest_decisions(), store.latest_runs()
+        self.centres = store.centres()
         self.statuses = {
             n: cases.case_status(self.cases[n], decisions.get(n), runs.get(n)) for n in self.order
         }
@@ -364,6 +370,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._cache.clear()
         self._invalidated.clear()
         self._drafts.clear()
+        self.centres = {}
         self._shown = None
         self.transient_errors.clear()
         self.last_outcome.clear()
@@ -487,6 +494,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._shown = view
         self.viewer3d.set_scan(view.scan, reset=False)
         self.viewer3d.set_crown(view.crown)
+        self._show_frame()
         if not keep_camera:
             self.viewer3d.show_new_case()
         if self.seg_model is not None:
@@ -502,6 +510,46 @@ class MainWindow(QtWidgets.QMainWindow):
         self._show_details()
         self.view_shown.emit(view.case)
         self._prefetch_next()
+
+    def frame_box(self, name: str) -> tuple[tuple[float, float, float], float] | None:
+        """Centre and edge (mm) of the cube the crown model will see for case ``name``."""
+        view = self._shown
+        if self.crown_model is None or view is None or view.case != name or view.scan is None:
+            return None
+        from app.core.crown.frame import make_frame
+
+        frame = make_frame(
+            np.asarray(view.scan.points), self.crown_model.frame, self.centres.get(name)
+        )
+        return tuple(float(v) for v in frame.center), 1.0 / frame.scale
+
+    def _show_frame(self) -> None:
+        box = self.frame_box(self.current) if self.current else None
+        if box is None:
+            self.viewer3d.set_frame(None, 0.0)
+        else:
+            self.viewer3d.set_frame(box[0], box[1], picked=self.current in self.centres)
+
+    def set_centre(self, point: tuple[float, float, float] | None) -> None:
+        """Use ``point`` (mm, picked on the scan) as the crown frame's centre for this case;
+        None goes back to the manifest's centre. Stored in the workspace database."""
+        name = self.current
+        if name is None or self.store is None:
+            return
+        try:
+            self.store.set_centre(name, point)
+        except CrownscanError as exc:
+            self.message(str(exc))
+            return
+        if point is None:
+            self.centres.pop(name, None)
+            self.message(f"{name}: frame centre back to the model's default")
+        else:
+            self.centres[name] = tuple(float(v) for v in point)
+            x, y, z = self.centres[name]
+            self.message(f"{name}: frame centre set to ({x:.1f}, {y:.1f}, {z:.1f}) mm; run again")
+        self._show_frame()
+        self._show_details()
 
     def _prefetch_next(self) -> None:
         """Load the next pending case's scan and images while the technician reviews this one."""
@@ -563,6 +611,11 @@ class MainWindow(QtWidgets.QMainWindow):
                 rows.append(("Run time", f"{total / 1000:.1f} s"))
         if case.crown_path.is_file():
             rows.append(("Output", str(case.output_dir)))
+        if name in self.centres:
+            x, y, z = self.centres[name]
+            rows.append(("Frame centre", f"picked ({x:.1f}, {y:.1f}, {z:.1f}) mm"))
+        elif self.crown_model is not None:
+            rows.append(("Frame centre", "model default (scan bounding box)"))
         outcome = self.last_outcome.get(name)
         if outcome:
             rows.append(("This session", outcome))
@@ -583,6 +636,7 @@ class MainWindow(QtWidgets.QMainWindow):
         crown_model, seg_model, pool, s = self.crown_model, self.seg_model, self.pool, self.settings
         cached = self._cache.get(case.name)
         scan_poly = cached.scan if cached is not None else None
+        center = self.centres.get(case.name)
         smoothing = None
         if s.smoothing != "model":
             from app.core.manifest import Smoothing
@@ -598,6 +652,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 resolution=s.resolution_or_none(),
                 roi=s.roi_flag(),
                 smoothing=smoothing,
+                center=center,
                 overlay_alpha=s.overlay_opacity,
                 cancel=token,
                 progress=progress,

@@ -50,6 +50,7 @@ class Viewer3D(QtWidgets.QWidget):
     """Scan (stone colour) and crown (tooth colour) with toggles, opacity, views, screenshot."""
 
     screenshot_saved = QtCore.Signal(str)
+    centre_picked = QtCore.Signal(object)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -96,6 +97,18 @@ class Viewer3D(QtWidgets.QWidget):
         act = views.addAction("Screenshot…")
         act.setToolTip("Save the 3D view as a PNG")
         act.triggered.connect(self._ask_screenshot)
+        views.addSeparator()
+        self.frame_check = QtWidgets.QCheckBox("Crop box")
+        self.frame_check.setChecked(True)
+        self.frame_check.setToolTip("Show the region the crown model sees (its frame)")
+        self.frame_check.toggled.connect(lambda on: self._set_visible("frame", on))
+        views.addWidget(self.frame_check)
+        self.pick_action = views.addAction("Pick centre")
+        self.pick_action.setCheckable(True)
+        self.pick_action.setToolTip(
+            "Click the preparation on the scan to centre the crown model's frame there"
+        )
+        self.pick_action.toggled.connect(self._set_picking)
 
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -166,8 +179,57 @@ class Viewer3D(QtWidgets.QWidget):
     def clear(self) -> None:
         for name in ("scan", "crown"):
             self._meshes.pop(name, None)
-            self.plotter.remove_actor(name, render=False)
+        self.plotter.remove_actor(["scan", "crown", "frame", "centre"], render=False)
         self.render()
+
+    def set_frame(
+        self, centre: tuple[float, float, float] | None, size_mm: float, picked: bool = False
+    ) -> None:
+        """Outline the cube the crown model sees; mark the centre when it was picked."""
+        self.plotter.remove_actor(["frame", "centre"], render=False)
+        if centre is not None and size_mm > 0:
+            c = np.asarray(centre, dtype=float)
+            h = size_mm / 2
+            box = pv.Box(bounds=(c[0] - h, c[0] + h, c[1] - h, c[1] + h, c[2] - h, c[2] + h))
+            frame = self.plotter.add_mesh(
+                box.outline(),
+                name="frame",
+                color=(0.35, 0.75, 1.0),
+                line_width=1.5,
+                reset_camera=False,
+                render=False,
+                pickable=False,
+            )
+            frame.SetVisibility(self.frame_check.isChecked())
+            if picked:
+                marker = pv.Sphere(radius=max(0.3, size_mm / 60), center=c)
+                self.plotter.add_mesh(
+                    marker,
+                    name="centre",
+                    color=(1.0, 0.35, 0.3),
+                    reset_camera=False,
+                    render=False,
+                    pickable=False,
+                )
+        self.render()
+
+    def _set_picking(self, on: bool) -> None:
+        if on:
+            self.plotter.enable_surface_point_picking(
+                callback=self._picked,
+                show_message=False,
+                show_point=False,
+                left_clicking=True,
+                pickable_window=False,
+            )
+        else:
+            self.plotter.disable_picking()
+
+    def _picked(self, point) -> None:
+        if point is None:
+            return
+        self.centre_picked.emit(tuple(float(v) for v in np.asarray(point).ravel()[:3]))
+        QtCore.QTimer.singleShot(0, lambda: self.pick_action.setChecked(False))
 
     def crown_bounds(self) -> tuple[float, ...] | None:
         a = self.actor("crown")
@@ -253,5 +315,7 @@ class Viewer3D(QtWidgets.QWidget):
         """Close the plotter for good (finalizes the render window); call once at window close."""
         self._meshes.clear()
         if not getattr(self.plotter, "_closed", True):
+            if self.pick_action.isChecked():
+                self.pick_action.setChecked(False)
             self.plotter.clear()
             self.plotter.close()
