@@ -66,7 +66,8 @@ class Viewer3D(QtWidgets.QWidget):
         self.crown_check = QtWidgets.QCheckBox("Crown")
         self.crown_check.setChecked(True)
         self.crown_opacity = self._slider(100)
-        self.smooth_check = QtWidgets.QCheckBox("Smooth shading")
+        self.smooth_check = QtWidgets.QCheckBox("Smooth")
+        self.smooth_check.setToolTip("Smooth shading (off: flat, shows the facets)")
         self.smooth_check.setChecked(True)
         self.view_buttons: dict[str, QtWidgets.QToolButton] = {}
         top = QtWidgets.QToolBar("3D display")
@@ -84,31 +85,34 @@ class Viewer3D(QtWidgets.QWidget):
             top.addWidget(slider)
             top.addSeparator()
         top.addWidget(self.smooth_check)
+        self.frame_check = QtWidgets.QCheckBox("Crop box")
+        self.frame_check.setChecked(True)
+        self.frame_check.setToolTip("Show the region the crown model sees (its frame)")
+        self.frame_check.toggled.connect(lambda on: self._set_visible("frame", on))
+        top.addWidget(self.frame_check)
         views = QtWidgets.QToolBar("3D views")
         for name in VIEWS:
             act = views.addAction(name)
             act.setToolTip(f"{name} view")
             act.triggered.connect(lambda _=False, n=name: self.set_view(n))
             self.view_buttons[name] = views.widgetForAction(act)
-        views.addSeparator()
         act = views.addAction("Reset")
         act.setToolTip("Reset camera")
         act.triggered.connect(self.reset_camera)
-        act = views.addAction("Screenshot…")
-        act.setToolTip("Save the 3D view as a PNG")
-        act.triggered.connect(self._ask_screenshot)
         views.addSeparator()
-        self.frame_check = QtWidgets.QCheckBox("Crop box")
-        self.frame_check.setChecked(True)
-        self.frame_check.setToolTip("Show the region the crown model sees (its frame)")
-        self.frame_check.toggled.connect(lambda on: self._set_visible("frame", on))
-        views.addWidget(self.frame_check)
         self.pick_action = views.addAction("Pick centre")
         self.pick_action.setCheckable(True)
         self.pick_action.setToolTip(
             "Click the preparation on the scan to centre the crown model's frame there"
         )
         self.pick_action.toggled.connect(self._set_picking)
+        act = views.addAction(
+            self.style().standardIcon(QtWidgets.QStyle.StandardPixmap.SP_DialogSaveButton), "PNG"
+        )
+        act.setToolTip("Save the 3D view as a PNG (screenshot)")
+        act.triggered.connect(self._ask_screenshot)
+        views.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextOnly)
+        views.widgetForAction(act).setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonIconOnly)
 
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -128,7 +132,7 @@ class Viewer3D(QtWidgets.QWidget):
         s = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         s.setRange(0, 100)
         s.setValue(value)
-        s.setFixedWidth(90)
+        s.setFixedWidth(72)
         return s
 
     # --- content ---------------------------------------------------------------------------
