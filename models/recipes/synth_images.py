@@ -25,6 +25,8 @@ FULL_SIZE = (1400, 1600)
 """(rows, cols) of a model-scan camera image."""
 
 COVERAGE_RANGE = (0.25, 0.70)
+GENERATOR_VERSION = "1"
+"""Bumped whenever a change alters the renders, so cached training data is re-rendered."""
 CLASS_NAMES = ("background", "gingiva", "tooth")
 
 
@@ -174,13 +176,13 @@ def _place_camera(scene: _Scene, arch: Arch, rng: np.random.Generator) -> np.nda
     scene.pl.renderer.ResetCameraClippingRange()
     target = rng.uniform(0.28, 0.62)
     mask = None
-    for _ in range(3):
+    mask = np.zeros(scene.size, np.uint8)
+    for attempt in range(4):
         mask = _mask_from_render(scene.render(realistic=False))
         fg = mask > 0
         cover = float(fg.mean())
-        if mask is not None and COVERAGE_RANGE[0] + 0.02 <= cover <= COVERAGE_RANGE[1] - 0.02:
-            if _ > 0:
-                break
+        if attempt > 0 and COVERAGE_RANGE[0] + 0.01 <= cover <= COVERAGE_RANGE[1] - 0.01:
+            break
         rows, cols = np.nonzero(fg)
         if len(rows) == 0:
             raise RuntimeError("the synthetic model is not in view")
@@ -188,19 +190,17 @@ def _place_camera(scene: _Scene, arch: Arch, rng: np.random.Generator) -> np.nda
         # Zoom about the current image centre, limited so the box still fits in the frame.
         ccol, crow = w / 2 * (1 - cx0), h / 2 * (1 + cy0)
         bw, bh = cols.max() - cols.min() + 1, rows.max() - rows.min() + 1
-        k = min(np.sqrt(target / cover), 0.94 * w / bw, 0.94 * h / bh)
+        k = min(np.sqrt(target / cover), 0.96 * w / bw, 0.96 * h / bh)
         new_angle = 2 * np.degrees(np.arctan(np.tan(np.radians(cam.view_angle / 2)) / k))
         cam.view_angle = float(new_angle)
         c0 = (cols.min() - ccol) * k + ccol, (cols.max() - ccol) * k + ccol
         r0 = (rows.min() - crow) * k + crow, (rows.max() - crow) * k + crow
         # Random shift keeping the scaled box inside the frame.
-        margin = 0.02
+        margin = 0.015
         dx = rng.uniform(margin * w - c0[0], (1 - margin) * w - c0[1])
         dy = rng.uniform(margin * h - r0[0], (1 - margin) * h - r0[1])
         cam.SetWindowCenter(cx0 - 2 * dx / w, cy0 + 2 * dy / h)
         scene.pl.renderer.ResetCameraClippingRange()
-        target = float(np.clip(target, 0.28, 0.62))
-    assert mask is not None
     return mask
 
 
@@ -245,7 +245,10 @@ def render_pair(seed: int, size: tuple[int, int] = FULL_SIZE) -> tuple[np.ndarra
     arch = make_arch(rng)
     scene = _Scene(arch, rng, size)
     try:
-        _place_camera(scene, arch, rng)
+        for _ in range(4):
+            cover = float((_place_camera(scene, arch, rng) > 0).mean())
+            if COVERAGE_RANGE[0] + 0.01 <= cover <= COVERAGE_RANGE[1] - 0.01:
+                break
         image = scene.render(realistic=True)
         mask = _mask_from_render(scene.render(realistic=False))
     finally:
