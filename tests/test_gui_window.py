@@ -58,7 +58,7 @@ def test_run_case_shows_crown_with_expected_bounds_and_overlay(make_window, fake
     np.testing.assert_allclose(bounds[:, 1], c + SPHERE_RADIUS_MM, atol=0.6)
     # exactly two actors, even after a second run: replaced by name, never piled up
     assert run_and_wait(qtbot, w, "case_002") == "generated"
-    assert sorted(w.viewer3d.plotter.actors) == ["crown", "scan"]
+    assert sorted(w.viewer3d.plotter.actors) == ["crown", "frame", "scan"]
     # outputs
     case = w.cases["case_002"]
     assert case.crown_path.is_file() and case.outputs_present()
