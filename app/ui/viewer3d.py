@@ -58,6 +58,9 @@ class Viewer3D(QtWidgets.QWidget):
         self.plotter.set_background(BACKGROUND[0], top=BACKGROUND[1])
         self._meshes: dict[str, pv.PolyData] = {}
         self._smooth = True
+        self._render_pending = False
+        self._tuned = False
+        self.software_gl = False
         self.current_view: str | None = None
 
         self.scan_check = QtWidgets.QCheckBox("Scan")
@@ -289,13 +292,38 @@ class Viewer3D(QtWidgets.QWidget):
         self.reset_camera()
 
     def render(self) -> None:
+        """Ask for a render; several requests in one pass of the event loop render once
+        (software OpenGL needs ~0.2 s per frame for a full scan)."""
+        if not self._render_pending:
+            self._render_pending = True
+            QtCore.QTimer.singleShot(0, self._render_now)
+
+    def _render_now(self) -> None:
+        self._render_pending = False
         if not getattr(self.plotter, "_closed", True):
+            self._tune_for_renderer()
             self.plotter.render()
+
+    def _tune_for_renderer(self) -> None:
+        """Drop multisampling on a software OpenGL (Mesa llvmpipe: 4x MSAA makes every frame
+        3-4x slower there); keep it on real GPUs."""
+        if self._tuned:
+            return
+        self._tuned = True
+        rw = self.plotter.render_window
+        try:
+            caps = rw.ReportCapabilities().lower()
+        except Exception:  # no context yet on some platforms: keep the defaults
+            return
+        self.software_gl = any(k in caps for k in ("llvmpipe", "softpipe", "swrast"))
+        if self.software_gl:
+            rw.SetMultiSamples(0)
 
     # --- pictures ----------------------------------------------------------------------------
 
     def render_image(self) -> np.ndarray:
         """The current 3D view as an RGB array (rendered now, so never a stale or black frame)."""
+        self._tune_for_renderer()
         self.plotter.render()
         return self.plotter.screenshot(return_img=True)
 
