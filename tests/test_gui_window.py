@@ -233,6 +233,12 @@ def test_broken_input_marks_error_and_window_keeps_working(make_window, fake_wor
     w.open_workspace(fake_workspace)
     assert w.case_list.status_text("case_bad") == "error"
     assert w.case_list.status_text("case_003") == "generated"
+    # the technician replaces the broken scan: the case loads and runs again
+    good = fake_workspace / "case_001" / "scan.ply"
+    (fake_workspace / "case_bad" / "scan.ply").write_bytes(good.read_bytes())
+    assert run_and_wait(qtbot, w, "case_bad") == "generated"
+    assert w.case_list.status_text("case_bad") == "generated"
+    assert "Error" not in w.qa.details.toPlainText()
 
 
 def press(qtbot, w, key) -> None:

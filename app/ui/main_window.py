@@ -507,6 +507,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if view.error:
             self.transient_errors[view.case] = view.error
             self._set_status(view.case, CaseStatus.ERROR)
+        elif self.transient_errors.pop(view.case, None) is not None:
+            self._set_status(view.case)  # the files were fixed since
         self._show_details()
         self.view_shown.emit(view.case)
         self._prefetch_next()
