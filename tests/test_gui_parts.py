@@ -99,6 +99,27 @@ def test_viewer2d_zoom_fit_and_roi(qapp, qtbot):
     assert v.view.scale_factor() == pytest.approx(2.0)
     v.view.fit()
     assert v.view.scale_factor() == pytest.approx(fit)
+    # wheel zoom keeps the image point under the cursor in place
+    from PySide6 import QtGui
+
+    vp = v.view.viewport()
+    at = QtCore.QPoint(vp.width() // 3, vp.height() // 3)
+    before_pt = v.view.mapToScene(at)
+    wheel = QtGui.QWheelEvent(
+        QtCore.QPointF(at),
+        QtCore.QPointF(vp.mapToGlobal(at)),
+        QtCore.QPoint(0, 0),
+        QtCore.QPoint(0, 480),
+        QtCore.Qt.MouseButton.NoButton,
+        QtCore.Qt.KeyboardModifier.NoModifier,
+        QtCore.Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
+    QtWidgets.QApplication.sendEvent(vp, wheel)
+    assert v.view.scale_factor() == pytest.approx(fit * 1.25**4)
+    after_pt = v.view.mapToScene(at)
+    assert abs(after_pt.x() - before_pt.x()) < 2 and abs(after_pt.y() - before_pt.y()) < 2
+    v.view.fit()
     assert v.view.roi_item.isVisible()
     assert v.view.roi_item.rect().getCoords() == (80.0, 60.0, 320.0, 240.0)
     assert "ROI" in v.info.text()

@@ -98,17 +98,30 @@ class ImageView(QtWidgets.QGraphicsView):
         self.setTransform(QtGui.QTransform())
         self.zoom_changed.emit(1.0)
 
-    def zoom_by(self, factor: float) -> None:
+    def zoom_by(self, factor: float, at: QtCore.QPointF | None = None) -> None:
+        """Zoom by ``factor``, keeping the image point under viewport position ``at`` (default:
+        the centre) where it is, as far as the scroll range allows."""
         new = self.scale_factor() * factor
-        if 0.02 <= new <= 40.0:
-            self._fit = False
-            self.scale(factor, factor)
-            self.zoom_changed.emit(self.scale_factor())
+        if not 0.02 <= new <= 40.0:
+            return
+        self._fit = False
+        vp = self.viewport().rect()
+        at = at if at is not None else QtCore.QPointF(vp.center())
+        before = self.mapToScene(at.toPoint())
+        self.setTransformationAnchor(QtWidgets.QGraphicsView.ViewportAnchor.NoAnchor)
+        self.scale(factor, factor)
+        after = self.mapToScene(at.toPoint())
+        shift = after - before
+        h, v = self.horizontalScrollBar(), self.verticalScrollBar()
+        h.setValue(h.value() - round(shift.x() * new))
+        v.setValue(v.value() - round(shift.y() * new))
+        self.setTransformationAnchor(QtWidgets.QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.zoom_changed.emit(self.scale_factor())
 
     def wheelEvent(self, event: QtGui.QWheelEvent) -> None:  # noqa: N802 (Qt name)
         steps = event.angleDelta().y() / 120.0
         if steps:
-            self.zoom_by(1.25**steps)
+            self.zoom_by(1.25**steps, event.position())
         event.accept()
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:  # noqa: N802
