@@ -20,7 +20,6 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from app.core import cases
 from app.core.cases import Case, CaseStatus, Decision, QaRecord, QaStore
 from app.core.errors import CrownscanError
-from app.core.paths import install_root
 from app.core.runtime import SessionPool
 
 from .case_list import CaseList
@@ -1024,10 +1023,6 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.store is not None:
             self.store.close()
             self.store = None
-
-
-def resource_path(*parts: str) -> Path:
-    return install_root().joinpath("resources", *parts)
 
 
 __all__ = ["MainWindow", "provider_label"]

@@ -138,10 +138,6 @@ class TaskRunner(QtCore.QObject):
         if tag in self._active:
             self.progress.emit(tag, stage, fraction)
 
-    def _finish(self, tag: Tag) -> None:
-        self._active.pop(tag, None)
-        self.finished.emit(tag)
-
     def _on_done(self, tag: Tag, result: object) -> None:
         if self._wanted(tag):
             self._active.pop(tag, None)
