@@ -273,3 +273,43 @@ def test_sample_workspace_is_opened_from_a_writable_copy(qapp, tmp_path, monkeyp
     (copy / "case_001" / "note.txt").write_text("technician's")
     assert ui_settings.sample_workspace_copy() == copy
     assert (copy / "case_001" / "note.txt").read_text() == "technician's"
+
+
+def test_task_runner_tags_results_and_drops_cancelled_work(qapp, qtbot):
+    import threading as th
+
+    from app.core.errors import InputError
+    from app.ui.workers import Tag, TaskRunner
+
+    runner = TaskRunner(threads=2)
+    got: list = []
+    runner.done.connect(lambda t, r: got.append(("done", t, r)))
+    runner.failed.connect(lambda t, e, tb: got.append(("failed", t, type(e).__name__)))
+    runner.cancelled.connect(lambda t: got.append(("cancelled", t)))
+    gate = th.Event()
+
+    def slow(token, progress):
+        progress("waiting", 0.5)
+        gate.wait(10)
+        return "late result"  # ignores the token on purpose
+
+    def broken(token, progress):
+        raise InputError("scan.ply", "not a mesh")
+
+    def polite(token, progress):
+        gate.wait(10)
+        token.check()
+        return "never"
+
+    a, b, c = Tag("run", "a", 1), Tag("run", "b", 2), Tag("run", "c", 3)
+    runner.submit(a, slow)
+    runner.submit(b, broken)
+    qtbot.waitUntil(lambda: any(g[0] == "failed" for g in got), timeout=5000)
+    runner.submit(c, polite)
+    assert runner.cancel(a) and runner.cancel(c)
+    gate.set()
+    assert runner.shutdown(10000)
+    qtbot.wait(50)
+    assert got == [("failed", b, "InputError")]
+    assert runner.dropped == 2 and runner.active() == []
+    runner.deleteLater()
