@@ -435,3 +435,18 @@ def test_picked_centre_moves_the_crop_and_the_crown(make_window, fake_workspace,
     assert "case_001" not in w.centres
     wait_for(qtbot, lambda: w._view_tag is None)
     assert w.viewer3d.actor("centre") is None
+
+
+def test_case_filter_and_about(make_window, fake_workspace):
+    w = make_window(fake_workspace)
+    w.filter_edit.setText("error")
+    visible = [n for n in w.case_list.names() if not w.case_list._items[n].isHidden()]
+    assert visible == ["no_scan"]
+    w.filter_edit.setText("case_00")
+    visible = [n for n in w.case_list.names() if not w.case_list._items[n].isHidden()]
+    assert visible == ["case_001", "case_002", "case_003"]
+    w.filter_edit.clear()
+    assert not any(w.case_list._items[n].isHidden() for n in w.case_list.names())
+    about = w.about_text()
+    assert "ONNX Runtime" in about and "in use: CPU" in about
+    assert "sphere_crown.json" in about and "crownscan.ini" in about

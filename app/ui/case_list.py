@@ -47,6 +47,7 @@ class CaseList(QtWidgets.QTreeWidget):
         header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
         self._items: dict[str, QtWidgets.QTreeWidgetItem] = {}
+        self._filter = ""
         self._icons = {s: status_icon(s) for s in CaseStatus}
         self.currentItemChanged.connect(self._changed)
 
@@ -73,6 +74,17 @@ class CaseList(QtWidgets.QTreeWidget):
         item.setToolTip(1, tip)
         color = QtGui.QColor(STATUS_COLORS[status]) if status is CaseStatus.ERROR else None
         item.setForeground(1, QtGui.QBrush(color) if color else QtGui.QBrush())
+        self._apply_filter(name, item)
+
+    def set_filter(self, text: str) -> None:
+        """Show only the cases whose name or status contains ``text`` (case-insensitive)."""
+        self._filter = text.strip().lower()
+        for name, item in self._items.items():
+            self._apply_filter(name, item)
+
+    def _apply_filter(self, name: str, item: QtWidgets.QTreeWidgetItem) -> None:
+        f = self._filter
+        item.setHidden(bool(f) and f not in name.lower() and f not in item.text(1).lower())
 
     def status_text(self, name: str) -> str:
         return self._items[name].text(1)

@@ -116,6 +116,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.workspace_label.setObjectName("workspaceLabel")
         self.workspace_label.setWordWrap(True)
         ll.addWidget(self.workspace_label)
+        self.filter_edit = QtWidgets.QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter cases (name or status)")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.textChanged.connect(self.case_list.set_filter)
+        ll.addWidget(self.filter_edit)
         ll.addWidget(self.case_list, 1)
         buttons = QtWidgets.QHBoxLayout()
         self.run_button = QtWidgets.QPushButton("Run case")
@@ -211,6 +216,8 @@ class MainWindow(QtWidgets.QMainWindow):
         case_menu.addSeparator()
         case_menu.addAction(self.viewer3d.pick_action)
         self._action("Clear picked centre", lambda: self.set_centre(None), (), case_menu)
+        case_menu.addSeparator()
+        self._action("Open output folder", self.open_output_folder, (), case_menu)
 
         view_menu = mb.addMenu("&View")
         group = QtGui.QActionGroup(self)
@@ -228,6 +235,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action("Reset camera", self.viewer3d.reset_camera, ("Home",), view_menu)
         for name in ("Occlusal", "Buccal", "Lingual", "Mesial", "Distal"):
             self._action(f"{name} view", lambda n=name: self.viewer3d.set_view(n), (), view_menu)
+
+        help_menu = mb.addMenu("&Help")
+        self._action("About Crownscan", self.show_about, (), help_menu)
 
     def set_layout(self, mode: str) -> None:
         """Arrange the 3D and 2D panels: side by side, stacked, or one of them alone."""
@@ -966,6 +976,42 @@ class MainWindow(QtWidgets.QMainWindow):
         ):
             self.pool = SessionPool(new.runtime_config())
             self.load_models()
+
+    def open_output_folder(self) -> None:
+        if self.current is None:
+            return
+        folder = self.cases[self.current].output_dir
+        if not folder.is_dir():
+            self.message(f"{self.current}: no outputs yet")
+            return
+        QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(str(folder)))
+
+    def about_text(self) -> str:
+        """Versions, models, providers and folders: what support asks for first."""
+        import onnxruntime
+
+        from app import __version__
+        from app.core.runtime import available_providers
+
+        lines = [
+            f"Crownscan {__version__}",
+            f"ONNX Runtime {onnxruntime.__version__}; providers in this build: "
+            + ", ".join(PROVIDER_LABELS.get(p, p) for p in available_providers()),
+            f"Provider preference: {', '.join(self.pool.config.preference)}; in use: "
+            + (", ".join(PROVIDER_LABELS.get(p, p) for p in self.providers) or "not yet loaded"),
+        ]
+        lines += [f"Note: {n}" for n in self.provider_notes]
+        for m in (self.crown_model, self.seg_model):
+            if m is not None:
+                lines.append(f"{m.kind} model: {m.name} v{m.version} ({m.manifest_path})")
+        lines += self.model_errors
+        lines.append(f"Models folder: {self.settings.models_path()}")
+        lines.append(f"Workspace: {self.workspace or '—'}")
+        lines.append(f"Settings: {self._qsettings.fileName()}")
+        return "\n".join(lines)
+
+    def show_about(self) -> None:
+        QtWidgets.QMessageBox.about(self, "About Crownscan", self.about_text())
 
     # ============================================================ misc
     def message(self, text: str) -> None:
