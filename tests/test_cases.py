@@ -109,9 +109,9 @@ def test_store_round_trip_and_latest_decision(tmp_path):
         ]
 
 
-def test_store_uses_wal_and_full_sync(tmp_path):
+def test_store_uses_rollback_journal_and_full_sync(tmp_path):
     with QaStore(tmp_path) as store:
-        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 

@@ -260,8 +260,9 @@ class QaStore:
     """The workspace's QA database. Use from one thread (the GUI thread); close when done.
 
     Every write is its own transaction, committed before the method returns, with
-    ``synchronous=FULL`` and a WAL journal: once ``record_decision`` returns the decision is on
-    disk.
+    ``synchronous=FULL`` and the rollback journal: once ``record_decision`` returns the decision
+    is on disk. Not WAL: labs keep workspaces on network shares, where WAL's shared-memory index
+    does not work; decisions are tiny and rare, so WAL's concurrency buys nothing here.
     """
 
     def __init__(self, workspace: str | Path) -> None:
@@ -269,7 +270,7 @@ class QaStore:
         self.path = self.workspace / DB_NAME
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA journal_mode=DELETE")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
