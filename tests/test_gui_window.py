@@ -450,3 +450,17 @@ def test_case_filter_and_about(make_window, fake_workspace):
     about = w.about_text()
     assert "ONNX Runtime" in about and "in use: CPU" in about
     assert "sphere_crown.json" in about and "crownscan.ini" in about
+
+
+def test_refresh_picks_up_new_cases_and_other_decisions(make_window, fake_workspace, qtbot):
+    import shutil
+
+    w = make_window(fake_workspace)
+    run_and_wait(qtbot, w, "case_002")
+    shutil.copytree(fake_workspace / "case_003", fake_workspace / "case_004")
+    with cases.QaStore(fake_workspace) as other:  # another technician's window
+        other.record_decision(cases.QaRecord("case_002", Decision.REJECTED, note="by a colleague"))
+    w.refresh_workspace()
+    assert "case_004" in w.case_list.names()
+    assert w.case_list.status_text("case_002") == "rejected"
+    assert w.current == "case_002"

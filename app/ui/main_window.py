@@ -192,6 +192,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action("&Open workspace…", self.ask_open_workspace, ("Ctrl+O",), file_menu)
         self.recent_menu = file_menu.addMenu("Recent workspaces")
         self._action("Open &sample workspace", self.open_sample_workspace, (), file_menu)
+        self._action("&Refresh workspace", self.refresh_workspace, ("F5",), file_menu)
         file_menu.addSeparator()
         self._action("&Export QA report…", self.ask_export_report, ("Ctrl+E",), file_menu)
         self._action("Se&ttings…", self.edit_settings, ("Ctrl+,",), file_menu)
@@ -369,6 +370,17 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self.select_case(None)
         self._update_actions()
+
+    def refresh_workspace(self) -> None:
+        """Re-read the folder and the database (new cases, other technicians' decisions)."""
+        if self.workspace is None or self._run_tag is not None:
+            if self._run_tag is not None:
+                self.message("Refresh after the run finishes")
+            return
+        keep = self.current
+        self.open_workspace(self.workspace)
+        if keep in self.cases:
+            self.case_list.select(keep)
 
     def _leave_workspace(self) -> None:
         self._queue.clear()
