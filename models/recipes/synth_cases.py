@@ -31,7 +31,9 @@ class Case:
     ``crown``: closed target restoration. ``prep_center``: the preparation's centre (on its
     axis, halfway between margin and original cusp tips). ``crown_inside(points_mm)`` gives exact
     occupancy of the crown for any points. ``axes`` holds the case's mesio-distal (along the
-    row), bucco-lingual and occlusal directions as columns.
+    row), bucco-lingual and occlusal directions as columns. ``margin_center`` is the
+    point of the preparation's axis at the margin height: what a technician can see on a scan
+    (it carries no information about the crown's height, unlike ``prep_center``).
     """
 
     context: trimesh.Trimesh
@@ -41,6 +43,7 @@ class Case:
     seed: int
     margin: str
     crown_inside: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    margin_center: np.ndarray = field(default_factory=lambda: np.zeros(3))
     crop_center: np.ndarray = field(default_factory=lambda: np.zeros(3))
     crop_half: float = 10.5
     axes: np.ndarray = field(default_factory=lambda: np.eye(3))  # columns: row, bucco-lingual, up
@@ -249,8 +252,12 @@ def make_case(
     context_spacing: float = 0.25,
     crown_spacing: float = 0.12,
     offset_range: float = 20.0,
+    build_meshes: bool = True,
 ) -> Case:
     """Build one deterministic synthetic case from ``seed``.
+
+    ``build_meshes=False`` skips the (slow) meshing and returns empty ``context`` and ``crown``
+    meshes with every other field as in the full case: the cheap way to get a case's layout.
 
     ``tooth_type`` forces molar/premolar/incisor (default: drawn). The context is cropped to an
     axis-aligned cube of half size ``crop_half`` mm around the preparation (with a small random
@@ -317,14 +324,16 @@ def make_case(
         local = to_local(world)
         return np.minimum(lower_field(local), upper_field(local))
 
-    context = _mesh_field(
-        context_field, crop_center - crop_half, crop_center + crop_half, context_spacing
-    )
-
     lo = np.array([-tooth.a - 0.6, -tooth.b - 0.6, prep.zm - 0.4])
     hi = np.array([tooth.a + 0.6, tooth.b + 0.6, tooth.hc + 1.0])
-    crown_local = _mesh_field(lambda q: crown_field(tooth, prep, q), lo, hi, crown_spacing)
-    crown_world = trimesh.Trimesh(crown_local.vertices @ rot.T + shift, crown_local.faces)
+    if build_meshes:
+        context = _mesh_field(
+            context_field, crop_center - crop_half, crop_center + crop_half, context_spacing
+        )
+        crown_local = _mesh_field(lambda q: crown_field(tooth, prep, q), lo, hi, crown_spacing)
+        crown_world = trimesh.Trimesh(crown_local.vertices @ rot.T + shift, crown_local.faces)
+    else:
+        context, crown_world = trimesh.Trimesh(), trimesh.Trimesh()
 
     def crown_inside(points_mm: np.ndarray) -> np.ndarray:
         local = to_local(np.asarray(points_mm, float).reshape(-1, 3))
@@ -337,6 +346,7 @@ def make_case(
         context=context,
         crown=crown_world,
         prep_center=prep_center,
+        margin_center=rot @ np.array([0.0, 0.0, prep.zm]) + shift,
         tooth_type=kind,
         seed=int(seed),
         margin=margin,
