@@ -107,3 +107,16 @@ def test_crown_inside_matches_the_mesh():
     clear = ~shell
     assert exact[clear].sum() > 1000
     assert np.array_equal(exact[clear], solid[clear])
+
+
+def test_layout_only_case_matches_the_full_case(cases):
+    full = cases["premolar"]
+    layout = make_case(11, tooth_type="premolar", build_meshes=False)
+    assert len(layout.context.faces) == 0 and len(layout.crown.faces) == 0
+    assert np.array_equal(layout.prep_center, full.prep_center)
+    assert np.array_equal(layout.margin_center, full.margin_center)
+    # the margin centre lies on the prep axis, below the prep centre, at the crown's bottom
+    up = full.axes[:, 2]
+    assert np.dot(full.prep_center - full.margin_center, up) > 2.0
+    crown_bottom = ((full.crown.vertices - full.margin_center) @ up).min()
+    assert abs(crown_bottom) < 0.2
