@@ -3,7 +3,8 @@ pre-processing / decoding against their plain references, all measured in the sa
 
 Uses the demo model (models/scanseg_demo.json) when present, else a stand-in network built here
 (three 3x3 convolutions, 16 channels, random weights: timing only, its masks mean nothing).
-The image is the first sample workspace image, else a synthetic stone-model image.
+The image is the sample workspace image the ROI path crops most (a path can be given), else a
+synthetic stone-model image.
 
     python benchmarks/bench_segment.py [--repeats 5] [--model manifest.json] [--image scan.png]
 """
@@ -31,6 +32,7 @@ from app.core.segment.decode import decode, decode_reference  # noqa: E402
 from app.core.segment.imageio import load_image  # noqa: E402
 from app.core.segment.pipeline import segment_image  # noqa: E402
 from app.core.segment.preprocess import preprocess, preprocess_reference  # noqa: E402
+from app.core.segment.roi import plan_roi  # noqa: E402
 
 STAGES = ("roi", "preprocess", "infer", "decode")
 
@@ -102,6 +104,14 @@ def synthetic_image() -> np.ndarray:
     return img
 
 
+def crop_fraction(image: np.ndarray, model) -> float:
+    """Share of the frame the ROI path would segment (1.0 when it falls back)."""
+    box, _ = plan_roi(image, model)
+    if box is None:
+        return 1.0
+    return (box[2] - box[0]) * (box[3] - box[1]) / float(image.shape[0] * image.shape[1])
+
+
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -125,7 +135,10 @@ def main() -> None:
     samples = sorted((REPO / "resources" / "samples").glob("*/image_*.png"))
     if args.image is not None:
         samples = [args.image.resolve()]
+    elif samples:
+        samples = [min(samples, key=lambda p: crop_fraction(load_image(p), model))]
     image = load_image(samples[0]) if samples else synthetic_image()
+    where = f"{samples[0].parent.name}/{samples[0].name}" if samples else "synthetic"
     pool = SessionPool(RuntimeConfig(preference=("cpu",)))
     segment_image(image, model, pool, roi=False)  # session creation and warm-up
 
@@ -135,7 +148,7 @@ def main() -> None:
         affinity = os.cpu_count()
     print(
         f"model: {model.id} ({manifest.name}); image: "
-        f"{samples[0].name if samples else 'synthetic'} {image.shape[1]}x"
+        f"{where} {image.shape[1]}x"
         f"{image.shape[0]}; nproc: {affinity} (cpu_count {os.cpu_count()}); "
         f"ONNX Runtime CPU; median of {args.repeats}"
     )
