@@ -515,6 +515,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._shown = view
         self.viewer3d.set_scan(view.scan, reset=False)
         self.viewer3d.set_crown(view.crown)
+        self.viewer3d.set_message(
+            None if view.scan is not None else "The scan could not be shown: see Details"
+        )
         self._show_frame()
         if not keep_camera:
             self.viewer3d.show_new_case()

@@ -186,7 +186,16 @@ class Viewer3D(QtWidgets.QWidget):
     def clear(self) -> None:
         for name in ("scan", "crown"):
             self._meshes.pop(name, None)
-        self.plotter.remove_actor(["scan", "crown", "frame", "centre"], render=False)
+        self.plotter.remove_actor(["scan", "crown", "frame", "centre", "message"], render=False)
+        self.render()
+
+    def set_message(self, text: str | None) -> None:
+        """A line of text in the 3D view (why nothing is shown), or none."""
+        self.plotter.remove_actor("message", render=False)
+        if text:
+            self.plotter.add_text(
+                text, position="upper_left", font_size=11, color=(0.95, 0.55, 0.5), name="message"
+            )
         self.render()
 
     def set_frame(
