@@ -313,3 +313,19 @@ def test_task_runner_tags_results_and_drops_cancelled_work(qapp, qtbot):
     assert got == [("failed", b, "InputError")]
     assert runner.dropped == 2 and runner.active() == []
     runner.deleteLater()
+
+
+def test_smoke_command_without_a_display_says_so_in_one_line(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "QT_QPA_PLATFORM")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "--quit", "--settings", str(tmp_path / "s.ini")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: no X display") and proc.stderr.count("\n") == 1

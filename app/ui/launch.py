@@ -56,9 +56,16 @@ def _wait(app, condition, timeout_s: float) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
-    if sys.platform.startswith("linux") and "QT_QPA_PLATFORM" not in os.environ:
-        if os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    if sys.platform.startswith("linux"):
+        # The 3D view (VTK) draws through X11: use xcb (XWayland on a Wayland desktop).
+        if "QT_QPA_PLATFORM" not in os.environ and os.environ.get("DISPLAY"):
             os.environ["QT_QPA_PLATFORM"] = "xcb"
+        if os.environ.get("QT_QPA_PLATFORM", "xcb") == "xcb" and not os.environ.get("DISPLAY"):
+            return _fail(
+                "no X display (DISPLAY is not set); on a server run it under "
+                'xvfb-run -a -s "-screen 0 1600x1000x24"',
+                1,
+            )
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
