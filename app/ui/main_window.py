@@ -306,6 +306,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
         if files:
             self.provider_label.setText("Provider: loading…")
+            self.provider_label.setToolTip(
+                "Creating the inference sessions (a first TensorRT start builds its engines,"
+                " which can take minutes)"
+            )
             self.runner.submit(Tag("warmup", "", next(self._gens)), warm)
         self._update_actions()
 
@@ -362,6 +366,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._fill_recent()
         self._update_counts()
         self.message(f"Opened {folder} ({len(self.order)} cases)")
+        self.case_list.setFocus()  # single-letter review keys must not land in the filter box
         if self.order:
             first = next(
                 (n for n in self.order if cases.is_pending(self.statuses[n])), self.order[0]
