@@ -37,7 +37,11 @@ def _runtime(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="crownscan", description="Crown generation and model-scan segmentation, headless."
+        prog="crownscan",
+        description="Crown generation and model-scan segmentation, headless.",
+        epilog="With no verb, crownscan opens the window: crownscan [--workspace DIR] "
+        "[--case NAME] [--run] [--screenshot PNG] [--quit] [--models DIR] [--resolution N] "
+        "[--settings INI] [--size WxH] (crownscan --workspace . --help lists them).",
     )
     parser.add_argument("--version", action="version", version=f"crownscan {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True)
