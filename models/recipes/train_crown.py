@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -456,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics = evaluate(model, train_s, held)
         result = json.loads(args.metrics.read_text(encoding="utf-8"))
         result["seconds"]["eval_s"] = time.time() - t
+        result["evaluated_by"] = "python -m models.recipes.train_crown " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
         result["heldout"] = metrics["summary"]
         result["heldout_by_tooth_type"] = metrics["by_tooth_type"]
         result["heldout_cases_detail"] = metrics["cases"]
@@ -481,7 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = evaluate(model, train_s, held)
     times["eval_s"] = time.time() - t
     result = {
-        "command": "python -m models.recipes.train_crown " + " ".join(argv or os.sys.argv[1:]),
+        "command": "python -m models.recipes.train_crown "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "evaluated_by": "the same command",
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {args.threads} thread(s)",
         "data": {
