@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +53,27 @@ def _wait(app, condition, timeout_s: float) -> bool:
         app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
         QtCore.QThread.msleep(10)
     return True
+
+
+def unexpected_error_hook(window, log_path: Path):
+    """An ``sys.excepthook`` for the window: a bug in a slot is logged with its traceback to
+    ``log_path`` and named in the status bar, and the window keeps working."""
+
+    def hook(exc_type, exc, tb) -> None:
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        sys.stderr.write(text)
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("a", encoding="utf-8") as log:
+                log.write(text)
+        except OSError:
+            pass
+        window.message(
+            f"Unexpected error ({exc_type.__name__}: {exc}); the details are in {log_path}. "
+            "Nothing was lost: saved decisions stay saved."
+        )
+
+    return hook
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,6 +150,11 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     window.resize(width, height)
     window.show()
     code = 0
+    data_dir = QtCore.QStandardPaths.writableLocation(
+        QtCore.QStandardPaths.StandardLocation.AppDataLocation
+    )
+    previous_hook = sys.excepthook
+    sys.excepthook = unexpected_error_hook(window, Path(data_dir) / "crownscan-errors.log")
     try:
         workspace = args.workspace
         if workspace is None:
@@ -173,6 +200,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
             return 0
         code = app.exec()
     finally:
+        sys.excepthook = previous_hook
         window.close()
         window.deleteLater()
         app.processEvents()
