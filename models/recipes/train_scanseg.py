@@ -1,6 +1,6 @@
 """Train, export and evaluate the demo model-scan segmentation model, in one command.
 
-    python -m models.recipes.train_scanseg --threads 1
+    python -m models.recipes.train_scanseg
 
 Renders (or reads from ``models/recipes/work/``) full-size 1400x1600 synthetic images, trains
 :class:`ScanSegNet` on random full-scale crops on the CPU, exports ``models/scanseg_demo.onnx``
@@ -48,8 +48,8 @@ MANIFEST = {
     "roi": {
         "enabled": True,
         "method": "threshold",
-        "margin": 0.08,
-        "min_margin_px": 32,
+        "margin": 0.15,
+        "min_margin_px": 96,
         "downscale": 8,
     },
 }
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--train-images", type=int, default=240)
     ap.add_argument("--heldout-images", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=128, help="crop side on the downscaled image")
     ap.add_argument("--lr", type=float, default=3e-3)
