@@ -190,10 +190,17 @@ def segment_image(
     )
 
 
+OVERLAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _check_overlay_path(path: Path) -> None:
+    if path.suffix.lower() not in OVERLAY_SUFFIXES:
+        raise InputError(path, "overlay must be a .png, .jpg, .bmp or .tif file")
+
+
 def _encode_image(path: Path, rgb: np.ndarray) -> bytes:
     ext = path.suffix.lower()
-    if ext not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
-        raise InputError(path, "overlay must be a .png, .jpg, .bmp or .tif file")
+    _check_overlay_path(path)
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if ext == ".png" else []
     ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
@@ -225,15 +232,8 @@ def run_segment(
         check_not_input(Path(overlay_path), [Path(mask_path)])
     if mask_path is not None and Path(mask_path).suffix.lower() != ".png":
         raise InputError(mask_path, "the label mask is a palette PNG: give a .png path")
-    if overlay_path is not None and Path(overlay_path).suffix.lower() not in (
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".bmp",
-        ".tif",
-        ".tiff",
-    ):
-        raise InputError(overlay_path, "overlay must be a .png, .jpg, .bmp or .tif file")
+    if overlay_path is not None:
+        _check_overlay_path(Path(overlay_path))
     report = RunReport()
     outer = _sub_progress(progress, 0.0, 1.0)
     with report.stage("load"):
