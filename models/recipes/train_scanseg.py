@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--train-images", type=int, default=240)
     ap.add_argument("--heldout-images", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=4500)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=128, help="crop side on the downscaled image")
     ap.add_argument("--lr", type=float, default=3e-3)
