@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.crown.meshio import MESH_SUFFIXES
 from app.core.errors import InputError, PipelineError
 from app.core.fileio import atomic_write_bytes, check_not_input
 from app.core.report import CancelToken, ProgressFn, RunReport
 
-MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off", ".vtp")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 OUTPUT_DIR = "output"
 DB_NAME = "crownscan-qa.sqlite"
