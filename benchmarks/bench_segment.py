@@ -132,7 +132,7 @@ def main() -> None:
     demo = REPO / "models" / "scanseg_demo.json"
     manifest = args.model or (demo if demo.is_file() else build_stand_in(tmp))
     model = load_manifest(manifest)
-    samples = sorted((REPO / "resources" / "samples").glob("*/image_*.png"))
+    samples = sorted((REPO / "resources" / "samples").glob("*/image_*.jpg"))
     if args.image is not None:
         samples = [args.image.resolve()]
     elif samples:

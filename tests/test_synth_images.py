@@ -54,7 +54,8 @@ def test_model_covers_a_quarter_to_seventy_percent_off_centre(renders) -> None:
 def test_mask_lines_up_with_the_image(renders) -> None:
     for image, mask in renders.values():
         grey = image.astype(np.float64).mean(axis=2)
-        assert grey[mask == 2].mean() > grey[mask == 0].mean() + 20
+        # Tooth stone is near white: lighter than the gingiva around it (plates may be any shade).
+        assert grey[mask == 2].mean() > grey[mask == 1].mean() + 8
         # Class boundaries of the mask sit on image edges: the gradient is stronger there.
         gy, gx = np.gradient(grey)
         grad = np.hypot(gx, gy)
@@ -66,8 +67,13 @@ def test_mask_lines_up_with_the_image(renders) -> None:
         assert grad[edge].mean() > 1.3 * grad[shifted & ~edge].mean()
 
 
-def test_sample_images_are_full_size_rgb_pngs(tmp_path: Path) -> None:
-    paths = render_sample_images(5, tmp_path / "case", 1)
-    assert [p.name for p in paths] == ["image_1.png"]
+def test_sample_images_are_full_size_rgb_jpegs_replacing_old_ones(tmp_path: Path) -> None:
+    case = tmp_path / "case"
+    case.mkdir()
+    (case / "image_3.png").write_bytes(b"stale")
+    (case / "scan.ply").write_bytes(b"kept")
+    paths = render_sample_images(5, case, 1)
+    assert sorted(p.name for p in case.iterdir()) == ["image_1.jpg", "scan.ply"]
+    assert paths == [case / "image_1.jpg"]
     with Image.open(paths[0]) as im:
-        assert im.format == "PNG" and im.mode == "RGB" and im.size == (1600, 1400)
+        assert im.format == "JPEG" and im.mode == "RGB" and im.size == (1600, 1400)

@@ -5,7 +5,7 @@
 Each case folder gets ``scan.ply`` (binary PLY, millimetres, a cropped synthetic context:
 preparation, neighbours, antagonist; molar, premolar and incisor cases, placed off the origin as
 a real scan is) and, when the segmentation recipes are present, model-scan images
-``image_1.png``.. from ``models.recipes.synth_images.render_sample_images``.
+``image_1.jpg``.. from ``models.recipes.synth_images.render_sample_images``.
 """
 
 from __future__ import annotations

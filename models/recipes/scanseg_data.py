@@ -57,7 +57,7 @@ if __name__ == "__main__":
     import os
 
     ap = argparse.ArgumentParser(description="Pre-render the cached scanseg data.")
-    ap.add_argument("--train", type=int, default=240)
+    ap.add_argument("--train", type=int, default=300)
     ap.add_argument("--heldout", type=int, default=20)
     args = ap.parse_args()
     os.environ.setdefault("LP_NUM_THREADS", "1")

@@ -25,7 +25,7 @@ FULL_SIZE = (1400, 1600)
 """(rows, cols) of a model-scan camera image."""
 
 COVERAGE_RANGE = (0.25, 0.70)
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 """Bumped whenever a change alters the renders, so cached training data is re-rendered."""
 CLASS_NAMES = ("background", "gingiva", "tooth")
 
@@ -51,13 +51,37 @@ def _stone_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return gum, tooth
 
 
+def _surround_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Plate and background colours (RGB 0..1).
+
+    Mostly dark to mid grey, as scanner plates are; but also light grey, and tinted in the
+    stone hues themselves (a pink plate under a blue model, say), so that the network has to
+    tell gingiva from its surroundings by shape and shading, not by colour alone.
+    """
+
+    def pick(dark: tuple[float, float]) -> np.ndarray:
+        r = rng.random()
+        if r < 0.5:
+            return np.clip(rng.uniform(*dark) * (1 + rng.normal(0, 0.05, 3)), 0, 1)
+        if r < 0.75:
+            return np.clip(rng.uniform(0.55, 0.85) * (1 + rng.normal(0, 0.04, 3)), 0, 1)
+        hue_source, _ = _stone_colours(rng)
+        return np.clip(hue_source * rng.uniform(0.6, 1.05), 0, 1)
+
+    return pick((0.12, 0.55)), pick((0.0, 0.25))
+
+
 def _vertex_colours(
-    rng: np.random.Generator, points: np.ndarray, base: np.ndarray, amount: float
+    rng: np.random.Generator,
+    points: np.ndarray,
+    base: np.ndarray,
+    amount: float,
+    frequency: float = 1.0,
 ) -> np.ndarray:
-    """Low-frequency mottling of a stone colour, as uint8 RGB per vertex."""
+    """Mottling of a stone colour (stripes, with a high ``frequency``), as uint8 RGB per vertex."""
     field = np.zeros(len(points))
     for _ in range(4):
-        k = rng.normal(size=3) * rng.uniform(0.1, 0.6)
+        k = rng.normal(size=3) * rng.uniform(0.1, 0.6) * frequency
         field += np.sin(points @ k + rng.uniform(0, 2 * np.pi))
     shade = 1.0 + amount * field / 2.0
     return (np.clip(base[None, :] * shade[:, None], 0, 1) * 255).astype(np.uint8)
@@ -92,17 +116,28 @@ class _Scene:
         self.pl = pv.Plotter(off_screen=True, window_size=(w, h))
         self.pl.disable_anti_aliasing()
         gum, tooth = _stone_colours(rng)
-        plate_grey = rng.uniform(0.12, 0.55)
-        plate_rgb = np.clip(plate_grey * (1 + rng.normal(0, 0.05, 3)), 0, 1)
-        self.bg = np.clip(rng.uniform(0.0, 0.25) * (1 + rng.normal(0, 0.1, 3)), 0, 1)
-        plate = pv.Cylinder(
+        plate_rgb, self.bg = _surround_colours(rng)
+        plate_radius = arch.radius * rng.uniform(1.3, 2.5)
+        side = pv.Cylinder(
             center=(arch.center[0], arch.center[1], -1.55),
             direction=(0, 0, 1),
-            radius=arch.radius * rng.uniform(1.3, 2.5),
+            radius=plate_radius,
             height=3.0,
             resolution=96,
+            capping=False,
         )
-        plate = plate.triangulate().subdivide(2)
+        top = pv.Disc(
+            center=(arch.center[0], arch.center[1], -0.05),
+            inner=0.0,
+            outer=plate_radius,
+            normal=(0, 0, 1),
+            r_res=48,
+            c_res=192,
+        )
+        plate = (side.triangulate().subdivide(2) + top.triangulate()).clean()
+        texture = rng.uniform(0.0, 0.2), 1.0
+        if rng.random() < 0.3:
+            texture = rng.uniform(0.1, 0.35), rng.uniform(3.0, 10.0)
         mat = dict(
             ambient=rng.uniform(0.1, 0.3),
             diffuse=rng.uniform(0.6, 0.9),
@@ -115,7 +150,7 @@ class _Scene:
         self.real = [
             pl.add_mesh(
                 plate,
-                scalars=_vertex_colours(rng, plate.points, plate_rgb, rng.uniform(0.0, 0.2)),
+                scalars=_vertex_colours(rng, plate.points, plate_rgb, *texture),
                 **{**mat, "specular": rng.uniform(0.0, 0.5)},
             ),
             pl.add_mesh(
@@ -256,21 +291,32 @@ def render_pair(seed: int, size: tuple[int, int] = FULL_SIZE) -> tuple[np.ndarra
     return _camera_effects(image, rng), mask
 
 
-def write_png(path: Path, array: np.ndarray) -> None:
-    """Write an RGB or label image as PNG, atomically."""
-    atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
-    Path(path).chmod(0o644)
+SAMPLE_JPEG_QUALITY = 95
+"""Sample images are JPEGs, as a scanner's camera writes them: noisy renders take 3-4 MB as PNG."""
+
+
+def sample_scene_seed(case_seed: int, index: int) -> int:
+    """Scene seed of image ``index`` (from 0) of a sample case: apart from the recipe's ranges."""
+    return case_seed * 1000 + 17 + index
 
 
 def render_sample_images(seed: int, out_dir: Path, count: int) -> list[Path]:
-    """Write ``image_1.png`` .. ``image_<count>.png`` (1400 x 1600 RGB) of one case into
-    ``out_dir``; the same seed gives the same files."""
+    """Write ``image_1.jpg`` .. ``image_<count>.jpg`` (1400 x 1600 RGB) of one case into
+    ``out_dir``, replacing earlier ``image_*`` files; the same seed gives the same files."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("image_*"):
+        old.unlink()
     paths = []
     for i in range(count):
-        image, _ = render_pair(seed * 1000 + 17 + i, FULL_SIZE)
-        path = out_dir / f"image_{i + 1}.png"
-        write_png(path, image)
+        image, _ = render_pair(sample_scene_seed(seed, i), FULL_SIZE)
+        path = out_dir / f"image_{i + 1}.jpg"
+        atomic_write(
+            path,
+            lambda tmp, image=image: Image.fromarray(image).save(
+                tmp, format="JPEG", quality=SAMPLE_JPEG_QUALITY, subsampling=0
+            ),
+        )
+        path.chmod(0o644)
         paths.append(path)
     return paths
