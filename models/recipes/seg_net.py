@@ -1,11 +1,11 @@
 """A small fully convolutional segmentation network (FCN-style encoder-decoder) for the demo.
 
-Encoder: strided 3x3 convolutions down to 1/16 with two dilated convolutions there for context;
-decoder: upsample and add lateral 1x1 projections of the 1/8 and 1/4 features (skips), a 3x3
-conv at each, 3-class logits at 1/4 resized bilinearly to the input size. Fully convolutional
-with no global pooling, so its receptive field is bounded (a few hundred pixels) and a crop with
-a margin gives the same labels as the whole frame. Any input height and width work; multiples
-of 8 keep the 1/2..1/8 grids exact.
+Encoder: strided 3x3 convolutions down to 1/32 with dilated convolutions at 1/16 and 1/32 for
+context; decoder: upsample and add lateral 1x1 projections of the 1/16, 1/8 and 1/4 features
+(skips), a 3x3 conv at each, 3-class logits at 1/4 resized bilinearly to the input size. Fully
+convolutional with no global pooling, so its receptive field is bounded (several hundred pixels)
+and a crop with a margin gives the same labels as the whole frame. Any input height and width
+work; multiples of 32 keep every grid exact.
 """
 
 from __future__ import annotations
@@ -32,21 +32,29 @@ def _cbr(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequenti
 class InnerNet(nn.Module):
     """The network proper, on the image already downscaled by :data:`DOWNSCALE`.
 
-    (N, 3, h, w) -> (N, 3, h, w) logits: encoder to 1/4 of its input with dilated context
-    convolutions there, decoder with lateral skips at 1/2 and 1/1.
+    (N, 3, h, w) -> (N, 3, h, w) logits: encoder to 1/8 of its input with dilated context
+    convolutions at 1/4 and 1/8 (wide context tells a tinted plate from a stone base of the
+    same colour), decoder with lateral skips at 1/4, 1/2 and 1/1.
     """
 
-    def __init__(self, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+    def __init__(self, widths: tuple[int, int, int, int] = (16, 32, 64, 96)) -> None:
         super().__init__()
-        c1, c2, c3 = widths
+        c1, c2, c3, c4 = widths
         self.stem = _cbr(3, c1)
         self.down2 = nn.Sequential(_cbr(c1, c2, 2), _cbr(c2, c2))
         self.down3 = nn.Sequential(
             _cbr(c2, c3, 2),
             _cbr(c3, c3, dilation=2),
             _cbr(c3, c3, dilation=4),
-            _cbr(c3, c3, dilation=8),
         )
+        self.down4 = nn.Sequential(
+            _cbr(c3, c4, 2),
+            _cbr(c4, c4, dilation=2),
+            _cbr(c4, c4, dilation=4),
+        )
+        self.top4 = nn.Conv2d(c4, c3, 1)
+        self.lat3 = nn.Conv2d(c3, c3, 1)
+        self.fuse3 = _cbr(c3, c3)
         self.top3 = nn.Conv2d(c3, c2, 1)
         self.lat2 = nn.Conv2d(c2, c2, 1)
         self.fuse2 = _cbr(c2, c2)
@@ -63,7 +71,9 @@ class InnerNet(nn.Module):
         f1 = self.stem(x)
         f2 = self.down2(f1)
         f3 = self.down3(f2)
-        y = self.fuse2(self.lat2(f2) + self._up(self.top3(f3), f2))
+        f4 = self.down4(f3)
+        y = self.fuse3(self.lat3(f3) + self._up(self.top4(f4), f3))
+        y = self.fuse2(self.lat2(f2) + self._up(self.top3(y), f2))
         y = self.fuse1(self.lat1(f1) + self._up(self.top2(y), f1))
         return self.classify(y)
 

@@ -48,8 +48,8 @@ MANIFEST = {
     "roi": {
         "enabled": True,
         "method": "threshold",
-        "margin": 0.15,
-        "min_margin_px": 96,
+        "margin": 0.25,
+        "min_margin_px": 128,
         "downscale": 8,
     },
 }
@@ -228,9 +228,9 @@ def write_manifest() -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--train-images", type=int, default=240)
+    ap.add_argument("--train-images", type=int, default=300)
     ap.add_argument("--heldout-images", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=4500)
+    ap.add_argument("--steps", type=int, default=6500)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=128, help="crop side on the downscaled image")
     ap.add_argument("--lr", type=float, default=3e-3)
