@@ -29,7 +29,7 @@ METRICS_PATH = Path(__file__).resolve().parent / "scanseg_metrics.json"
 MANIFEST = {
     "kind": "segmentation",
     "name": "Demo model-scan segmentation (synthetic training data)",
-    "version": "1",
+    "version": "2",
     "onnx": "scanseg_demo.onnx",
     "input": "input",
     "output": "output",
