@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
 
 from models.recipes.make_samples import SAMPLES  # noqa: E402
 from models.recipes.synth_images import FULL_SIZE, render_pair, sample_scene_seed  # noqa: E402
+from models.recipes.train_scanseg import confusion, iou_from_confusion  # noqa: E402
 
 MANIFEST = ROOT / "models" / "scanseg_demo.json"
 CARD = json.loads((ROOT / "models" / "recipes" / "scanseg_metrics.json").read_text())
@@ -73,12 +74,9 @@ def test_manifest_and_onnx_interface(spec, pool) -> None:
 
 
 def _miou(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, list[float]]:
-    cm = np.zeros((3, 3), np.int64)
-    for truth, pred in pairs:
-        cm += np.bincount(truth.ravel() * 3 + pred.ravel(), minlength=9).reshape(3, 3)
-    tp = np.diag(cm)
-    iou = tp / (cm.sum(0) + cm.sum(1) - tp)
-    return float(iou.mean()), [float(v) for v in iou]
+    """Pooled mIoU and per-class IoU of (truth, labels) pairs, as the model card computes them."""
+    iou = iou_from_confusion(sum(confusion(pred, truth) for truth, pred in pairs))
+    return float(np.mean(iou)), iou
 
 
 def test_quality_on_heldout_renders_is_the_model_cards(results) -> None:
@@ -125,8 +123,9 @@ def sample_results(spec, pool) -> dict[Path, tuple[np.ndarray, np.ndarray]]:
 
 def test_sample_workspace_images_are_segmented_as_well_as_heldout_renders(sample_results) -> None:
     """Each shipped sample image is its generator scene (so its truth is known; JPEG changes a
-    level or two). Pooled they score as the held-out renders do; no image falls below the card's
-    per-image minimum (the weakest, case_003/image_1, is named in the card's limitations)."""
+    level or two). Pooled they score as the held-out renders do; no image falls below 0.80,
+    about the card's per-image minimum (the weakest, case_003/image_1, is named in the card's
+    limitations)."""
     miou, ious = _miou(list(sample_results.values()))
     assert miou >= 0.90, f"mIoU {miou:.3f}, per class {ious}"
     for path, pair in sample_results.items():

@@ -164,8 +164,8 @@ def test_roi_defaults_of_a_manifest_without_roi_block(folder):
 def _sample_images() -> list[tuple[str, np.ndarray]]:
     """The sample workspace images (at most six); else one synthetic image.
 
-    All of them: on most sample scans the model's box covers most of the frame or the border
-    is not one background, so the ROI path (correctly) falls back on them and crops only some.
+    All of them: on the sample scans the model's box covers most of the frame or the border is
+    not one background, so the ROI path (correctly) falls back to the full frame on most or all.
     """
     paths = sorted((REPO / "resources" / "samples").glob("*/image_*.jpg"))[:6]
     if paths:
