@@ -54,12 +54,18 @@ def dataset(seeds: list[int], work_dir: Path = WORK_DIR, log=print) -> list[tupl
 
 if __name__ == "__main__":
     import argparse
-    import os
 
     ap = argparse.ArgumentParser(description="Pre-render the cached scanseg data.")
-    ap.add_argument("--train", type=int, default=300)
+    ap.add_argument("--train", type=int, default=600)
     ap.add_argument("--heldout", type=int, default=20)
+    ap.add_argument(
+        "--part",
+        default="0/1",
+        help="K/N: render only every N-th seed from the K-th, so N processes can share the work",
+    )
     args = ap.parse_args()
+    k, n = (int(v) for v in args.part.split("/"))
     os.environ.setdefault("LP_NUM_THREADS", "1")
-    dataset([HELDOUT_SEED0 + i for i in range(args.heldout)])
-    dataset([TRAIN_SEED0 + i for i in range(args.train)])
+    seeds = [HELDOUT_SEED0 + i for i in range(args.heldout)]
+    seeds += [TRAIN_SEED0 + i for i in range(args.train)]
+    dataset(seeds[k::n])
