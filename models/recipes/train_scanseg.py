@@ -4,7 +4,8 @@
 
 Renders (or reads from ``models/recipes/work/``) full-size 1400x1600 synthetic images, trains
 :class:`ScanSegNet` on random full-scale crops on the CPU, exports ``models/scanseg_demo.onnx``
-(opset 17, dynamic H and W) with its manifest, checks ONNX against PyTorch, and evaluates on
+(opset 17, dynamic H and W, four flipped views averaged in the graph) with its manifest,
+checks ONNX against PyTorch, and evaluates on
 held-out full-size renders through ONNX Runtime beside two colour-only baselines fitted on the
 training images. Numbers go to ``models/recipes/scanseg_metrics.json``.
 """
@@ -29,7 +30,7 @@ METRICS_PATH = Path(__file__).resolve().parent / "scanseg_metrics.json"
 MANIFEST = {
     "kind": "segmentation",
     "name": "Demo model-scan segmentation (synthetic training data)",
-    "version": "2",
+    "version": "3",
     "onnx": "scanseg_demo.onnx",
     "input": "input",
     "output": "output",
@@ -228,15 +229,21 @@ def write_manifest() -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--train-images", type=int, default=300)
+    ap.add_argument("--train-images", type=int, default=600)
     ap.add_argument("--heldout-images", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=6500)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--crop", type=int, default=128, help="crop side on the downscaled image")
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=6)
+    ap.add_argument("--crop", type=int, default=160, help="crop side on the downscaled image")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop training early (0: off)")
     ap.add_argument("--work", type=Path, default=None, help="data cache (default recipes/work)")
+    ap.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="export and evaluate the last trained weights (work/scanseg_demo.pt) again, "
+        "keeping the training figures in the metrics file",
+    )
     args = ap.parse_args(argv)
 
     os.environ["LP_NUM_THREADS"] = str(args.threads)
@@ -244,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.core.fileio import atomic_write_bytes
     from models.recipes import scanseg_data
-    from models.recipes.seg_net import count_parameters, export_onnx
+    from models.recipes.seg_net import ScanSegNet, count_parameters, export_onnx
 
     torch.set_num_threads(args.threads)
     work = args.work or scanseg_data.WORK_DIR
@@ -261,8 +268,29 @@ def main(argv: list[str] | None = None) -> int:
     held_pairs = scanseg_data.dataset(held_seeds, work, log)
     data_s = time.time() - t
 
-    log(f"training {args.steps} steps, batch {args.batch}, crop {args.crop}")
-    model, steps_done, train_s = train(train_pairs, args, log)
+    checkpoint = Path(work) / "scanseg_demo.pt"
+    if args.eval_only:
+        log(f"evaluating the weights in {checkpoint} (no training)")
+        model = ScanSegNet()
+        model.load_state_dict(torch.load(checkpoint, weights_only=True))
+        model.eval()
+        training = json.loads(METRICS_PATH.read_text())["training"]
+    else:
+        log(f"training {args.steps} steps, batch {args.batch}, crop {args.crop}")
+        model, steps_done, train_s = train(train_pairs, args, log)
+        torch.save(model.state_dict(), checkpoint)
+        training = {
+            "train_images": len(train_pairs),
+            "steps": steps_done,
+            "batch": args.batch,
+            "crop": args.crop,
+            "lr": args.lr,
+            "threads": args.threads,
+            "data_seconds": round(data_s, 1),
+            "train_seconds": round(train_s, 1),
+            "total_seconds": None,
+            "torch": torch.__version__,
+        }
 
     tmp_onnx = ONNX_PATH.with_suffix(".tmp.onnx")
     export_onnx(model, tmp_onnx)
@@ -347,19 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "parameters": count_parameters(model),
         "onnx_bytes": ONNX_PATH.stat().st_size,
-        "training": {
-            "train_images": len(train_pairs),
-            "steps": steps_done,
-            "batch": args.batch,
-            "crop": args.crop,
-            "lr": args.lr,
-            "threads": args.threads,
-            "data_seconds": round(data_s, 1),
-            "train_seconds": round(train_s, 1),
-            "total_seconds": round(time.time() - t_all, 1),
-            "torch": torch.__version__,
-        },
+        "training": training,
     }
+    if not args.eval_only:
+        training["total_seconds"] = round(time.time() - t_all, 1)
     atomic_write_bytes(METRICS_PATH, (json.dumps(metrics, indent=2) + "\n").encode())
     log(json.dumps(metrics, indent=2))
     return 0
