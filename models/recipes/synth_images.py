@@ -305,8 +305,6 @@ def render_sample_images(seed: int, out_dir: Path, count: int) -> list[Path]:
     ``out_dir``, replacing earlier ``image_*`` files; the same seed gives the same files."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("image_*"):
-        old.unlink()
     paths = []
     for i in range(count):
         image, _ = render_pair(sample_scene_seed(seed, i), FULL_SIZE)
@@ -319,4 +317,6 @@ def render_sample_images(seed: int, out_dir: Path, count: int) -> list[Path]:
         )
         path.chmod(0o644)
         paths.append(path)
+    for old in set(out_dir.glob("image_*")) - set(paths):
+        old.unlink()
     return paths

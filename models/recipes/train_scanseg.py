@@ -288,7 +288,6 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "data_seconds": round(data_s, 1),
             "train_seconds": round(train_s, 1),
-            "total_seconds": None,
             "torch": torch.__version__,
         }
 
