@@ -23,14 +23,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
-ONNX_PATH = MODELS / "scanseg_demo.onnx"
-MANIFEST_PATH = MODELS / "scanseg_demo.json"
 METRICS_PATH = Path(__file__).resolve().parent / "scanseg_metrics.json"
 
 MANIFEST = {
     "kind": "segmentation",
     "name": "Demo model-scan segmentation (synthetic training data)",
-    "version": "3",
+    "version": "4",
     "onnx": "scanseg_demo.onnx",
     "input": "input",
     "output": "output",
@@ -133,7 +131,7 @@ def quarter(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return img, frac
 
 
-def _sample_crop(rng, image, frac, crop: int, scale_range=(0.85, 1.2)):
+def _sample_crop(rng, image, frac, crop: int, colour_p: float = 0.0, scale_range=(0.85, 1.2)):
     """A random crop of a downscaled pair at a random scale, on the model more often than not."""
     h, w = frac.shape[:2]
     s = rng.uniform(*scale_range)
@@ -156,7 +154,28 @@ def _sample_crop(rng, image, frac, crop: int, scale_range=(0.85, 1.2)):
     if rng.random() < 0.5:
         img, tgt = img[:, ::-1], tgt[:, ::-1]
     img = img * np.float32(rng.uniform(0.88, 1.12)) * rng.uniform(0.96, 1.04, 3).astype(np.float32)
+    if rng.random() < colour_p:
+        img = recolour(rng, img)
     return np.clip(img, 0, 255), np.ascontiguousarray(tgt)
+
+
+def recolour(rng, img: np.ndarray) -> np.ndarray:
+    """Turn the hue of a whole crop by any angle and scale its saturation and contrast.
+
+    Renders pair only so many base, plate and lighting colours; this makes every pairing, among
+    them a base as pale as the teeth and a plate the colour of stone, so the network has to read
+    shape and context rather than colour.
+    """
+    grey = img.mean(axis=-1, keepdims=True)
+    chroma = img - grey
+    a = rng.uniform(-np.pi, np.pi)
+    # rotation about the grey axis (1, 1, 1) by angle a (Rodrigues' formula)
+    k = np.full((3, 3), (1 - np.cos(a)) / 3) + np.cos(a) * np.eye(3)
+    k += np.sin(a) / np.sqrt(3) * np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]])
+    chroma = chroma @ k.T.astype(np.float32) * np.float32(rng.uniform(0.3, 1.5))
+    m = grey.mean()
+    grey = (grey - m) * np.float32(rng.uniform(0.75, 1.25)) + m
+    return grey + chroma
 
 
 def train(pairs, args, log) -> object:
@@ -178,14 +197,21 @@ def train(pairs, args, log) -> object:
     net.train()
     t0 = time.time()
     running = 0.0
+    difficulty = np.ones(len(small))
     for step in range(1, args.steps + 1):
-        batch = [
-            _sample_crop(rng, *small[int(rng.integers(len(small)))], args.crop)
+        picks = [
+            int(rng.choice(len(small), p=difficulty / difficulty.sum()))
+            if rng.random() < args.hard_share
+            else int(rng.integers(len(small)))
             for _ in range(args.batch)
         ]
+        batch = [_sample_crop(rng, *small[i], args.crop, args.recolour) for i in picks]
         x = normalise(torch.from_numpy(np.stack([b[0] for b in batch])))
         y = torch.from_numpy(np.stack([b[1] for b in batch])).permute(0, 3, 1, 2)
-        loss = F.cross_entropy(net(x), y, weight=weight)
+        per_crop = F.cross_entropy(net(x), y, weight=weight, reduction="none").mean(dim=(1, 2))
+        for i, v in zip(picks, per_crop.detach().numpy(), strict=True):
+            difficulty[i] = 0.7 * difficulty[i] + 0.3 * float(v)
+        loss = per_crop.mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -220,10 +246,10 @@ def ort_labels(session, image: np.ndarray) -> np.ndarray:
     return session.run(["output"], {"input": np.ascontiguousarray(x)})[0][0].argmax(0)
 
 
-def write_manifest() -> None:
+def write_manifest(path: Path) -> None:
     from app.core.fileio import atomic_write_bytes
 
-    atomic_write_bytes(MANIFEST_PATH, (json.dumps(MANIFEST, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(MANIFEST, indent=2) + "\n").encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,8 +262,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=160, help="crop side on the downscaled image")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--hard-share",
+        type=float,
+        default=0.0,
+        help="share of crops drawn from images in proportion to their recent loss",
+    )
+    ap.add_argument(
+        "--recolour", type=float, default=0.5, help="share of crops whose colours are turned"
+    )
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop training early (0: off)")
     ap.add_argument("--work", type=Path, default=None, help="data cache (default recipes/work)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the model, manifest, weights and metrics to this folder instead of the "
+        "shipped places (a trial run)",
+    )
     ap.add_argument(
         "--eval-only",
         action="store_true",
@@ -268,13 +310,20 @@ def main(argv: list[str] | None = None) -> int:
     held_pairs = scanseg_data.dataset(held_seeds, work, log)
     data_s = time.time() - t
 
-    checkpoint = Path(work) / "scanseg_demo.pt"
+    if args.out is None:
+        onnx_path, metrics_path = MODELS / "scanseg_demo.onnx", METRICS_PATH
+        checkpoint = Path(work) / "scanseg_demo.pt"
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        onnx_path, checkpoint = args.out / "scanseg_demo.onnx", args.out / "scanseg_demo.pt"
+        metrics_path = args.out / METRICS_PATH.name
+    manifest_path = onnx_path.with_suffix(".json")
     if args.eval_only:
         log(f"evaluating the weights in {checkpoint} (no training)")
         model = ScanSegNet()
         model.load_state_dict(torch.load(checkpoint, weights_only=True))
         model.eval()
-        training = json.loads(METRICS_PATH.read_text())["training"]
+        training = json.loads(metrics_path.read_text())["training"]
     else:
         log(f"training {args.steps} steps, batch {args.batch}, crop {args.crop}")
         model, steps_done, train_s = train(train_pairs, args, log)
@@ -285,13 +334,15 @@ def main(argv: list[str] | None = None) -> int:
             "batch": args.batch,
             "crop": args.crop,
             "lr": args.lr,
+            "recolour": args.recolour,
+            "hard_share": args.hard_share,
             "threads": args.threads,
             "data_seconds": round(data_s, 1),
             "train_seconds": round(train_s, 1),
             "torch": torch.__version__,
         }
 
-    tmp_onnx = ONNX_PATH.with_suffix(".tmp.onnx")
+    tmp_onnx = onnx_path.with_suffix(".tmp.onnx")
     export_onnx(model, tmp_onnx)
     sess = ort_session(tmp_onnx, args.threads)
     image = held_pairs[0][0]
@@ -306,11 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     onnx_diff = float(np.abs(got - ref).max())
     onnx_agree = float((got.argmax(1) == ref.argmax(1)).mean())
     log(f"onnx vs torch: max |logit diff| {onnx_diff:.2e}, label agreement {onnx_agree:.6f}")
-    tmp_onnx.replace(ONNX_PATH)
-    write_manifest()
+    tmp_onnx.replace(onnx_path)
+    write_manifest(manifest_path)
 
     log("evaluating on held-out full-size renders through ONNX Runtime")
-    sess = ort_session(ONNX_PATH, args.threads)
+    sess = ort_session(onnx_path, args.threads)
     baselines = {
         "colour_lut_rgb": ColourLUT().fit(train_pairs),
         "nearest_mean_hsv": NearestMeanHSV().fit(train_pairs),
@@ -329,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.core.runtime import RuntimeConfig, SessionPool
     from app.core.segment.pipeline import segment_image
 
-    spec = load_manifest(MANIFEST_PATH)
+    spec = load_manifest(manifest_path)
     pool = SessionPool(RuntimeConfig(preference=("cpu",), intra_op_threads=args.threads))
     roi_agree = []
     for image, _ in held_pairs:
@@ -337,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         crop = segment_image(image, spec, pool, roi=True)
         roi_agree.append(float((full == crop.labels).mean()))
 
-    timing_sess = ort_session(ONNX_PATH, 2)
+    timing_sess = ort_session(onnx_path, 2)
     x = np.zeros((1, 3, 1400, 1600), np.float32)
     x[:] = np.random.default_rng(0).normal(size=x.shape)
     timing_sess.run(["output"], {"input": x})
@@ -373,12 +424,12 @@ def main(argv: list[str] | None = None) -> int:
             "median": round(float(np.median(times)), 3),
         },
         "parameters": count_parameters(model),
-        "onnx_bytes": ONNX_PATH.stat().st_size,
+        "onnx_bytes": onnx_path.stat().st_size,
         "training": training,
     }
     if not args.eval_only:
         training["total_seconds"] = round(time.time() - t_all, 1)
-    atomic_write_bytes(METRICS_PATH, (json.dumps(metrics, indent=2) + "\n").encode())
+    atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
     log(json.dumps(metrics, indent=2))
     return 0
 
