@@ -123,11 +123,11 @@ def sample_results(spec, pool) -> dict[Path, tuple[np.ndarray, np.ndarray]]:
 
 def test_sample_workspace_images_are_segmented_as_well_as_heldout_renders(sample_results) -> None:
     """Each shipped sample image is its generator scene (so its truth is known; JPEG changes a
-    level or two). Pooled they score about as the held-out renders do; no image falls below
-    0.85, just under the card's worst held-out image (the weakest, case_001/image_2, is named
-    in the card's limitations)."""
+    level or two). Pooled they score about as the held-out renders do (the card: 0.960 pooled,
+    0.976 held-out), and no image falls below 0.92, just under the card's worst held-out image
+    (0.933) and weakest sample image (case_001/image_2, 0.943)."""
     miou, ious = _miou(list(sample_results.values()))
-    assert miou >= 0.92, f"mIoU {miou:.3f}, per class {ious}"
+    assert miou >= 0.95, f"mIoU {miou:.3f}, per class {ious}"
     for path, pair in sample_results.items():
         one, per_class = _miou([pair])
-        assert one >= 0.85, f"{path.name}: mIoU {one:.3f}, per class {per_class}"
+        assert one >= 0.92, f"{path.name}: mIoU {one:.3f}, per class {per_class}"
