@@ -131,7 +131,7 @@ def quarter(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return img, frac
 
 
-def _sample_crop(rng, image, frac, crop: int, colour_p: float = 0.0, scale_range=(0.85, 1.2)):
+def _sample_crop(rng, image, frac, crop: int, recolour_p: float = 0.0, scale_range=(0.85, 1.2)):
     """A random crop of a downscaled pair at a random scale, on the model more often than not."""
     h, w = frac.shape[:2]
     s = rng.uniform(*scale_range)
@@ -154,7 +154,7 @@ def _sample_crop(rng, image, frac, crop: int, colour_p: float = 0.0, scale_range
     if rng.random() < 0.5:
         img, tgt = img[:, ::-1], tgt[:, ::-1]
     img = img * np.float32(rng.uniform(0.88, 1.12)) * rng.uniform(0.96, 1.04, 3).astype(np.float32)
-    if rng.random() < colour_p:
+    if rng.random() < recolour_p:
         img = recolour(rng, img)
     return np.clip(img, 0, 255), np.ascontiguousarray(tgt)
 
