@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--eval-only",
         action="store_true",
-        help="export and evaluate the last trained weights (work/scanseg_demo.pt) again, "
-        "keeping the training figures in the metrics file",
+        help="export and evaluate the last trained weights (work/scanseg_demo.pt, or in "
+        "--out) again, keeping the training figures in the metrics file",
     )
     args = ap.parse_args(argv)
 
