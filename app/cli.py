@@ -60,7 +60,36 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=3,
         metavar=("X", "Y", "Z"),
         default=None,
-        help="frame centre in mm (default: the manifest's)",
+        help="frame centre in mm (default: the manifest's, or found with --auto-frame)",
+    )
+    p.add_argument(
+        "--occlusal",
+        type=float,
+        nargs=3,
+        metavar=("DX", "DY", "DZ"),
+        default=None,
+        help="occlusal direction in the scan (towards the antagonist)",
+    )
+    p.add_argument(
+        "--mesial",
+        type=float,
+        nargs=3,
+        metavar=("DX", "DY", "DZ"),
+        default=None,
+        help="mesio-distal direction in the scan (along the arch)",
+    )
+    p.add_argument(
+        "--pick",
+        type=float,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        default=None,
+        help="a point on the preparation: propose centre and directions from it",
+    )
+    p.add_argument(
+        "--auto-frame",
+        action="store_true",
+        help="find what is not given: the preparation, or the directions at --center",
     )
     _common(p)
     _runtime(p)
@@ -116,19 +145,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vec(values: list[float] | None) -> tuple[float, float, float] | None:
+    return None if values is None else (values[0], values[1], values[2])
+
+
 def cmd_crown(args: argparse.Namespace) -> int:
     pool = _pool(args)
+    from app.core.crown.frame import CaseFrame, FrameRequest
     from app.core.crown.pipeline import run_crown
     from app.core.manifest import find_model
 
+    if args.pick is not None and args.center is not None:
+        raise InputError(None, "give either --pick or --center, not both")
     model = find_model(args.model, "crown", _models_dir(args))
+    try:
+        request = FrameRequest(
+            center=_vec(args.center),
+            occlusal=_vec(args.occlusal),
+            mesial=_vec(args.mesial),
+            pick=_vec(args.pick),
+            auto=args.auto_frame,
+        )
+        if request.occlusal is not None or request.mesial is not None:
+            CaseFrame((0.0, 0.0, 0.0), request.occlusal, request.mesial)
+    except ValueError as exc:
+        raise InputError(None, f"frame options: {exc}") from exc
     result = run_crown(
-        args.mesh,
-        args.output,
-        model,
-        pool,
-        resolution=args.resolution,
-        center=args.center,
+        args.mesh, args.output, model, pool, resolution=args.resolution, frame_request=request
     )
     out: dict[str, Any] = {
         "input": str(args.mesh),
@@ -140,6 +183,8 @@ def cmd_crown(args: argparse.Namespace) -> int:
         **result.report.as_dict(),
     }
     _emit(args, out, f"crown written to {args.output} ({out['faces']} triangles)")
+    for warning in result.warnings:
+        print(f"warning: {args.output}: {warning}", file=sys.stderr)
     return 0
 
 

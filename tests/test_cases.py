@@ -23,6 +23,7 @@ from app.core.cases import (
     discover_cases,
     input_hash,
 )
+from app.core.crown.frame import CaseFrame
 from app.core.errors import InputError
 
 
@@ -207,14 +208,35 @@ def test_pending_states():
     assert not cases.is_pending(CaseStatus.ERROR)
 
 
-def test_picked_centres_are_stored_replaced_and_cleared(tmp_path):
+def test_case_frames_are_stored_replaced_and_cleared(tmp_path):
+    turned = CaseFrame((4.0, 5.0, 6.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
     with QaStore(tmp_path) as store:
-        store.set_centre("c1", (1.5, -2.0, 3.25))
-        store.set_centre("c1", (4.0, 5.0, 6.0))
-        store.set_centre("c2", (0.0, 0.0, 0.0))
+        store.set_frame("c1", CaseFrame((1.5, -2.0, 3.25)))
+        store.set_frame("c1", turned)
+        store.set_frame("c2", CaseFrame((0.0, 0.0, 0.0), occlusal=(0.0, 0.0, -2.0)))
         with pytest.raises(ValueError):
-            store.set_centre("c3", (float("nan"), 0.0, 0.0))
+            store.set_frame("c3", CaseFrame((float("nan"), 0.0, 0.0)))
     with QaStore(tmp_path) as store:
-        assert store.centres() == {"c1": (4.0, 5.0, 6.0), "c2": (0.0, 0.0, 0.0)}
-        store.set_centre("c1", None)
-        assert store.centres() == {"c2": (0.0, 0.0, 0.0)}
+        frames = store.frames()
+        assert frames["c1"] == turned
+        assert frames["c2"] == CaseFrame((0.0, 0.0, 0.0), (0.0, 0.0, -1.0), None)
+        store.set_frame("c1", None)
+        assert list(store.frames()) == ["c2"]
+
+
+def test_centres_picked_before_frames_had_directions_still_load(tmp_path):
+    """A workspace database from before the frame's directions: its picked centres open as
+    centre-only frames, and new frames with directions save into it."""
+    db = sqlite3.connect(tmp_path / cases.DB_NAME)
+    db.execute(
+        "CREATE TABLE centres (case_name TEXT PRIMARY KEY, x REAL NOT NULL, y REAL NOT NULL,"
+        " z REAL NOT NULL, time TEXT NOT NULL, user TEXT NOT NULL)"
+    )
+    db.execute("INSERT INTO centres VALUES ('old', 1.0, 2.0, 3.0, 't', 'u')")
+    db.commit()
+    db.close()
+    with QaStore(tmp_path) as store:
+        assert store.frames() == {"old": CaseFrame((1.0, 2.0, 3.0))}
+        store.set_frame("new", CaseFrame((0, 0, 0), (1, 0, 0), (0, 1, 0)))
+    with QaStore(tmp_path) as store:
+        assert store.frames()["new"].mesial == (0.0, 1.0, 0.0)

@@ -11,7 +11,7 @@ import trimesh
 
 from app.core.crown import decode, pipeline
 from app.core.crown.decode import decision_level, to_model_points
-from app.core.crown.frame import FrameTransform
+from app.core.crown.frame import CaseFrame, FrameTransform
 from app.core.crown.meshio import Mesh, load_mesh
 from app.core.crown.pipeline import generate_crown, run_crown
 from app.core.crown.smoothing import smooth
@@ -373,3 +373,71 @@ def test_explicit_resolution_snaps_to_the_coarse_grid() -> None:
         assert got >= res and (got - 1) % (coarse - 1) == 0
         k = (got - 1) // (coarse - 1)
         assert k & (k - 1) == 0
+
+
+# An irregular hexahedron: no mirror plane, no axis swap maps it onto itself, so any error in
+# the frame's axis order or signs moves its surface.
+_HULL = trimesh.convex.convex_hull(
+    np.array([[-4.5, -3, -6.5], [4.5, -3, -6.5], [-4.5, 3, -6.5], [3.0, 2.0, -5.0],
+              [-4.5, -3, 6.5], [2.5, -3, 4.5], [-3.0, 1.5, 5.5], [4.5, 3, 2.0]])
+)  # fmt: skip
+
+
+def _posed_hull(seed: int) -> tuple[Mesh, np.ndarray, np.ndarray]:
+    """The hull under a random rotation and translation, and that rigid map (R, t)."""
+    rng = np.random.default_rng(seed)
+    rot = trimesh.transformations.random_rotation_matrix(rng.random(3))[:3, :3]
+    shift = rng.uniform(-60.0, 60.0, 3)
+    return Mesh(_HULL.vertices @ rot.T + shift, np.asarray(_HULL.faces)), rot, shift
+
+
+def _hull_distance(points_mm: np.ndarray, rot: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Signed distance to the posed hull (exact inside and beside faces, for a convex hull)."""
+    local = (points_mm - shift) @ rot
+    offsets = np.einsum("ij,ij->i", _HULL.face_normals, _HULL.triangles[:, 0])
+    return (local @ _HULL.face_normals.T - offsets).max(axis=1)
+
+
+def _oriented_model(tmp_path: Path):
+    return _model(tmp_path, identity_crown_model("plain"))
+
+
+@pytest.mark.parametrize("broken", [None, "transposed", "axis_order", "axis_sign"])
+@pytest.mark.parametrize("seed", [10, 13, 17])
+def test_oriented_frame_returns_the_scan_where_it_was(tmp_path, pool, monkeypatch, seed, broken):
+    """Identity model, scan under a random rigid transform, case frame turned with it: the
+    surface comes back within a third of a voxel. Each broken inverse must fail that check
+    (the seeds turn the frame well away from a half turn, where a rotation equals its
+    transpose and the transposed inverse would go unseen)."""
+    scan, rot, shift = _posed_hull(seed)
+    # turned off the hull's own axes, so no face lies along the voxel grid
+    axes = rot @ ROT
+    case = CaseFrame(tuple(shift + rot @ [0.5, -0.3, 0.2]), axes[:, 2], axes[:, 0])
+    if broken is not None:
+        real = pipeline.make_frame
+        wrong = {
+            "transposed": lambda r: r.T,
+            "axis_order": lambda r: r[[1, 0, 2]],
+            "axis_sign": lambda r: r * np.array([[1.0], [1.0], [-1.0]]),
+        }[broken]
+
+        class Broken(FrameTransform):
+            def to_mm(self, points_unit):
+                u = np.asarray(points_unit, dtype=np.float64) / self.scale
+                return u @ wrong(self.rotation) + self.center
+
+        def make_frame(*args, **kwargs):
+            f = real(*args, **kwargs)
+            return Broken(f.center, f.scale, f.rotation)
+
+        monkeypatch.setattr(pipeline, "make_frame", make_frame)
+    result = generate_crown(scan, _oriented_model(tmp_path), pool, case_frame=case)
+    h = SIZE / (VOX - 1)
+    d = _hull_distance(result.mesh.vertices, rot, shift) / h
+    print(f"seed {seed} {broken}: mean |d| {np.abs(d).mean():.3f}, signed {d.mean():+.3f} voxel")
+    if broken is None:
+        assert np.abs(d).mean() < 1 / 3 and abs(d.mean()) < 1 / 8
+        assert result.watertight
+        np.testing.assert_allclose(result.report.info["frame_occlusal"], axes[:, 2], atol=1e-6)
+    else:
+        assert np.abs(d).mean() > 1.5 / 3

@@ -9,7 +9,9 @@ import pytest
 
 from app.core.errors import ModelError
 from app.core.manifest import (
+    Checks,
     CrownModel,
+    PostProcess,
     SegmentationModel,
     find_model,
     load_manifest,
@@ -83,6 +85,22 @@ def test_crown_explicit_centre_and_defaults(tmp_path: Path) -> None:
     assert spec.smoothing.method == "taubin"
 
 
+def test_crown_frame_axes_postprocess_and_checks(tmp_path: Path) -> None:
+    spec = load_manifest(write(tmp_path, "c.json", CROWN))
+    assert (spec.frame.occlusal, spec.frame.mesial) == ("+z", "+x")
+    assert spec.postprocess.keep == "largest"
+    assert spec.checks.extent_max_mm == (14.0, 14.0, 12.0)
+    data = dict(CROWN)
+    data["frame"] = {"mode": "fixed", "size_mm": 20, "occlusal": "-y", "mesial": "+z"}
+    data["postprocess"] = {"keep": "over_preparation", "min_volume_mm3": 5}
+    data["checks"] = {"extent_max_mm": [9, 9, 8], "max_base_gap_mm": 0.5}
+    spec = load_manifest(write(tmp_path, "c.json", data))
+    assert (spec.frame.occlusal, spec.frame.mesial) == ("-y", "+z")
+    assert spec.postprocess == PostProcess("over_preparation", 5.0)
+    assert spec.checks.extent_max_mm == (9.0, 9.0, 8.0) and spec.checks.max_base_gap_mm == 0.5
+    assert spec.checks.volume_min_mm3 == Checks().volume_min_mm3
+
+
 def test_segmentation_manifest(tmp_path: Path) -> None:
     spec = load_manifest(write(tmp_path, "seg.json", SEG))
     assert isinstance(spec, SegmentationModel)
@@ -123,6 +141,16 @@ def test_two_part_crown_needs_features(tmp_path: Path) -> None:
             "multiple",
         ),
         ({"inputs": {"voxels": "x"}}, "inputs.points", "is missing"),
+        ({"frame": {"mode": "fixed", "occlusal": "z"}}, "frame.occlusal", "one of"),
+        (
+            {"frame": {"mode": "fixed", "occlusal": "-x", "mesial": "+x"}},
+            "frame.mesial",
+            "perpendicular",
+        ),
+        ({"postprocess": {"keep": "biggest"}}, "postprocess.keep", "one of"),
+        ({"postprocess": {"min_volume": 1}}, "postprocess.min_volume", "not a known"),
+        ({"checks": {"extent_min_mm": [1, 2]}}, "checks.extent_min_mm", "[mesio-distal"),
+        ({"checks": {"max_base_gap_mm": -1}}, "checks.max_base_gap_mm", "a number"),
         ({"onnx": "missing.onnx"}, "onnx", "does not exist"),
         ({"output": ""}, "output", "non-empty string"),
     ],

@@ -19,13 +19,13 @@ import getpass
 import hashlib
 import io
 import json
-import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.crown.frame import CaseFrame
 from app.core.crown.meshio import MESH_SUFFIXES
 from app.core.errors import InputError, PipelineError
 from app.core.fileio import atomic_write_bytes, check_not_input
@@ -242,6 +242,8 @@ CREATE TABLE IF NOT EXISTS centres (
     user TEXT NOT NULL
 );
 """
+# Directions of the case frame, added to ``centres`` after it first shipped; NULL = none set.
+_FRAME_COLUMNS = ("ox", "oy", "oz", "mx", "my", "mz")
 
 
 def _now() -> str:
@@ -273,6 +275,7 @@ class QaStore:
             self._db.execute("PRAGMA journal_mode=DELETE")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise InputError(self.path, f"cannot open the QA database: {exc}") from exc
 
@@ -335,26 +338,58 @@ class QaStore:
             (case, outcome, message, _now()),
         )
 
-    def set_centre(self, case: str, centre: Sequence[float] | None) -> None:
-        """Store (or with None, forget) the frame centre a technician picked for a case, in mm.
+    def _migrate(self) -> None:
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(centres)")}
+        missing = [c for c in _FRAME_COLUMNS if c not in have]
+        if not missing:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(centres)")}
+            for column in _FRAME_COLUMNS:
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE centres ADD COLUMN {column} REAL")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
-        A full-arch scan needs the crop centred on the preparation rather than on the scan's
-        bounding box; the picked point is used by every later run of the case.
+    def set_frame(self, case: str, frame: CaseFrame | None) -> None:
+        """Store (or with None, forget) the case frame a technician set or accepted, in mm.
+
+        The frame (centre on the preparation, occlusal and mesio-distal directions) is used by
+        every later run of the case until it is changed or cleared.
         """
-        if centre is None:
+        if frame is None:
             self._write("DELETE FROM centres WHERE case_name=?", (case,))
             return
-        x, y, z = (float(c) for c in centre)
-        if not all(math.isfinite(v) for v in (x, y, z)):
-            raise ValueError(f"centre must be three finite numbers, got {centre!r}")
+        o = frame.occlusal if frame.occlusal is not None else (None,) * 3
+        m = frame.mesial if frame.mesial is not None else (None,) * 3
         self._write(
-            "INSERT OR REPLACE INTO centres (case_name, x, y, z, time, user) VALUES (?,?,?,?,?,?)",
-            (case, x, y, z, _now(), current_user()),
+            "INSERT OR REPLACE INTO centres (case_name, x, y, z, time, user, "
+            + ", ".join(_FRAME_COLUMNS)
+            + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (case, *frame.center, _now(), current_user(), *o, *m),
         )
 
-    def centres(self) -> dict[str, tuple[float, float, float]]:
-        rows = self._db.execute("SELECT case_name, x, y, z FROM centres").fetchall()
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+    def frames(self) -> dict[str, CaseFrame]:
+        """Every stored case frame by case name; a row that no longer makes a valid frame
+        (edited by hand) is left out rather than failing the whole workspace."""
+        rows = self._db.execute(
+            "SELECT case_name, x, y, z, " + ", ".join(_FRAME_COLUMNS) + " FROM centres"
+        ).fetchall()
+        out: dict[str, CaseFrame] = {}
+        for name, *vals in rows:
+            o, m = vals[3:6], vals[6:9]
+            try:
+                out[name] = CaseFrame(
+                    tuple(vals[:3]),
+                    None if None in o else tuple(o),
+                    None if None in m else tuple(m),
+                )
+            except (TypeError, ValueError):
+                continue
+        return out
 
     @staticmethod
     def _qa(row: sqlite3.Row | tuple) -> QaRecord:
@@ -503,7 +538,7 @@ def run_case(
     resolution: int | None = None,
     roi: bool | None = None,
     smoothing: Any | None = None,
-    center: Sequence[float] | None = None,
+    case_frame: CaseFrame | None = None,
     overlay_alpha: float = 0.5,
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
@@ -514,7 +549,7 @@ def run_case(
     a cancelled or failed run leaves the case folder exactly as it was. Raises
     :class:`~app.core.errors.Cancelled`, :class:`InputError` naming a broken file, or
     :class:`PipelineError`. ``smoothing`` (a ``manifest.Smoothing``) overrides the model's;
-    ``center`` (mm) places the model's frame on a picked point instead of the manifest's.
+    ``case_frame`` places and turns the model's frame on the preparation (else the manifest's).
     """
     from app.core.crown.meshio import load_mesh, write_stl
     from app.core.crown.pipeline import generate_crown
@@ -544,7 +579,7 @@ def run_case(
         crown_model,
         pool,
         resolution=resolution,
-        center=center,
+        case_frame=case_frame,
         cancel=cancel,
         progress=sub(0.0, crown_share, "crown"),
     )
@@ -588,7 +623,7 @@ def run_case(
         "seg_model": seg_model.id if seg_model is not None else "",
         "seg_version": seg_model.version if seg_model is not None else "",
         "providers": providers,
-        "center": None if center is None else [float(c) for c in center],
+        "frame": None if case_frame is None else case_frame.to_dict(),
         "timings_ms": {k: round(v, 2) for k, v in report.timings_ms.items()},
         "crown": {"vertices": int(len(crown.mesh.vertices)), "faces": int(len(crown.mesh.faces))},
         "images": {

@@ -23,11 +23,16 @@ class Frame:
     """How scan millimetres map into the model's unit cube [-0.5, 0.5]^3.
 
     ``center`` is ``"bbox"`` (the input's bounding-box centre) or an explicit point in mm.
+    ``occlusal`` and ``mesial`` name the unit-cube axes (``"+z"``, ``"-x"``, ...) along which the
+    model was trained to see the tooth's occlusal and mesio-distal directions; a case frame is
+    turned onto them.
     """
 
     mode: Literal["fixed", "bbox"]
     size_mm: float
     center: Literal["bbox"] | tuple[float, float, float]
+    occlusal: str = "+z"
+    mesial: str = "+x"
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,34 @@ class Smoothing:
 
 
 @dataclass(frozen=True)
+class PostProcess:
+    """Which connected parts of the crown surface to keep (see ``app.core.crown.components``).
+
+    ``keep``: ``largest``, ``over_preparation`` (the part nearest the frame's occlusal axis) or
+    ``all``; parts under ``min_volume_mm3`` are never chosen over a bigger one.
+    """
+
+    keep: Literal["largest", "over_preparation", "all"] = "largest"
+    min_volume_mm3: float = 1.0
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Plausibility limits for a crown, in mm along (mesio-distal, bucco-lingual, occlusal).
+
+    The defaults accept molar, premolar and incisor crowns; ``max_removed_share`` is the volume
+    of removed parts, as a share of the kept crown, above which the parts are worth a warning.
+    """
+
+    extent_min_mm: tuple[float, float, float] = (4.0, 4.0, 3.0)
+    extent_max_mm: tuple[float, float, float] = (14.0, 14.0, 12.0)
+    volume_min_mm3: float = 30.0
+    volume_max_mm3: float = 1500.0
+    max_base_gap_mm: float = 1.0
+    max_removed_share: float = 0.1
+
+
+@dataclass(frozen=True)
 class CrownModel:
     """A validated crown manifest. ONNX paths are absolute (resolved against the manifest)."""
 
@@ -67,6 +100,8 @@ class CrownModel:
     point_convention: Literal["ifnet", "unit"]
     generation: Generation
     smoothing: Smoothing
+    postprocess: PostProcess = PostProcess()
+    checks: Checks = Checks()
     encoder_onnx: Path | None = None
     decoder_onnx: Path | None = None
     features: tuple[str, ...] = ()
@@ -262,8 +297,21 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
     center = frame_r.get(
         "center", lambda v: v == "bbox" or _is_vec3(v), "'bbox' or [x, y, z] in mm", "bbox"
     )
+    axes = ("+x", "-x", "+y", "-y", "+z", "-z")
+    occlusal = frame_r.choice("occlusal", axes, "+z")
+    mesial = frame_r.choice("mesial", axes, "+x")
+    if occlusal[1] == mesial[1]:
+        frame_r.fail(
+            frame_r.key("mesial"), f"must be perpendicular to 'occlusal' ({occlusal}), got {mesial}"
+        )
     frame_r.done()
-    frame = Frame(mode, size_mm, center if center == "bbox" else tuple(float(c) for c in center))
+    frame = Frame(
+        mode,
+        size_mm,
+        center if center == "bbox" else tuple(float(c) for c in center),
+        occlusal,
+        mesial,
+    )
 
     gen_r = r.child("generation", {})
     resolution = gen_r.integer("resolution", 8, 1024, 256)
@@ -294,6 +342,37 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
     )
     smooth_r.done()
 
+    post_r = r.child("postprocess", {})
+    postprocess = PostProcess(
+        keep=post_r.choice("keep", ("largest", "over_preparation", "all"), "largest"),
+        min_volume_mm3=post_r.number("min_volume_mm3", 0.0, 1e6, 1.0),
+    )
+    post_r.done()
+
+    checks_r = r.child("checks", {})
+    defaults = Checks()
+
+    def triple(name: str, default: tuple[float, float, float]) -> tuple[float, float, float]:
+        value = checks_r.get(
+            name,
+            lambda v: _is_vec3(v) and all(x >= 0 for x in v),
+            "[mesio-distal, bucco-lingual, occlusal] in mm, each at least 0",
+            list(default),
+        )
+        return tuple(float(x) for x in value)  # type: ignore[return-value]
+
+    checks = Checks(
+        extent_min_mm=triple("extent_min_mm", defaults.extent_min_mm),
+        extent_max_mm=triple("extent_max_mm", defaults.extent_max_mm),
+        volume_min_mm3=checks_r.number("volume_min_mm3", 0.0, 1e6, defaults.volume_min_mm3),
+        volume_max_mm3=checks_r.number("volume_max_mm3", 0.0, 1e6, defaults.volume_max_mm3),
+        max_base_gap_mm=checks_r.number("max_base_gap_mm", 0.0, 100.0, defaults.max_base_gap_mm),
+        max_removed_share=checks_r.number(
+            "max_removed_share", 0.0, 1e6, defaults.max_removed_share
+        ),
+    )
+    checks_r.done()
+
     spec = CrownModel(
         manifest_path=r.path,
         name=name,
@@ -308,6 +387,8 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
         point_convention=r.choice("point_convention", ("ifnet", "unit"), "ifnet"),
         generation=generation,
         smoothing=smoothing,
+        postprocess=postprocess,
+        checks=checks,
         encoder_onnx=encoder,
         decoder_onnx=decoder,
         features=features,

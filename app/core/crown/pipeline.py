@@ -12,13 +12,20 @@ from pathlib import Path
 
 import numpy as np
 
+from app.core.crown.checks import CheckResult, base_gap, check_crown, clipped_faces
+from app.core.crown.components import choose_parts, split_parts, submesh
 from app.core.crown.decode import CrownEvaluator, decision_level
-from app.core.crown.frame import make_frame
+from app.core.crown.frame import CaseFrame, FrameRequest, make_frame
 from app.core.crown.meshio import Mesh, load_mesh, write_stl
 from app.core.crown.smoothing import smooth
-from app.core.crown.surface import evaluate_coarse_to_fine, evaluate_dense, extract_surface
+from app.core.crown.surface import (
+    evaluate_coarse_to_fine,
+    evaluate_dense,
+    extract_surface,
+    signed_volume,
+)
 from app.core.crown.voxelize import voxelize
-from app.core.errors import ModelError, PipelineError
+from app.core.errors import InputError, ModelError, PipelineError
 from app.core.fileio import check_not_input
 from app.core.manifest import CrownModel
 from app.core.report import CancelToken, ProgressFn, RunReport
@@ -36,7 +43,13 @@ class CrownResult:
     mesh: Mesh
     watertight: bool
     report: RunReport
+    checks: CheckResult | None = None
     output: Path | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the plausibility checks found wrong, each saying what to check."""
+        return [] if self.checks is None else list(self.checks.warnings)
 
 
 def _is_watertight(mesh: Mesh) -> bool:
@@ -52,6 +65,7 @@ def _generate(
     report: RunReport,
     resolution: int | None,
     center: Sequence[float] | None,
+    case_frame: CaseFrame | None,
     cancel: CancelToken | None,
     progress: ProgressFn | None,
 ) -> CrownResult:
@@ -78,7 +92,7 @@ def _generate(
         )
 
     with report.stage("frame"):
-        frame = make_frame(scan.vertices, model.frame, center)
+        frame = make_frame(scan.vertices, model.frame, center, case_frame)
         vertices_unit = frame.to_unit(scan.vertices)
     tick("frame")
     with report.stage("voxelize"):
@@ -125,11 +139,41 @@ def _generate(
         )
     verts_unit, faces = surface
     tick("extract")
+    with report.stage("postprocess"):
+        mm3 = frame.size_mm**3
+        parts = split_parts(verts_unit, faces)
+        post = model.postprocess
+        kept, removed = choose_parts(
+            parts, post.keep, post.min_volume_mm3 / mm3, np.zeros(3), _axis(model, "o")
+        )
+        verts_unit, faces = submesh(verts_unit, faces, kept)
     with report.stage("smooth"):
         verts_unit = smooth(verts_unit, faces, model.smoothing.method, model.smoothing.iterations)
     tick("smooth")
     mesh = Mesh(vertices=frame.to_mm(verts_unit), faces=faces)
-    watertight = _is_watertight(mesh)
+    with report.stage("checks"):
+        watertight = _is_watertight(mesh)
+        checks = check_crown(
+            mesh.vertices,
+            abs(signed_volume(mesh.vertices, mesh.faces)),
+            watertight,
+            frame,
+            model.frame,
+            model.checks,
+            components=(len(parts), len(kept)),
+            removed_volume_mm3=sum(p.volume for p in removed) * mm3,
+            clipped=clipped_faces(values, level, model.frame),
+            gap_mm=base_gap(mesh.vertices, scan.vertices, frame, model.frame),
+        )
+    report.info["postprocess"] = {
+        "keep": post.keep,
+        "removed": [
+            {"volume_mm3": round(p.volume * mm3, 3),
+             "centroid_mm": [round(float(c), 3) for c in frame.to_mm(p.centroid)]}
+            for p in removed
+        ],
+    }  # fmt: skip
+    report.info["checks"] = checks.as_dict()
 
     report.info.update(
         {
@@ -141,11 +185,22 @@ def _generate(
             "voxel_resolution": model.voxel_resolution,
             "voxels_occupied": int(voxels.sum()),
             "frame_center_mm": [round(float(c), 4) for c in frame.center],
+            "frame_occlusal": [round(float(c), 6) for c in frame.rotation.T @ _axis(model, "o")],
+            "frame_mesial": [round(float(c), 6) for c in frame.rotation.T @ _axis(model, "m")],
             "frame_size_mm": round(frame.size_mm, 4),
+            "frame_source": report.info.get(
+                "frame_source", "default" if case_frame is None and center is None else "given"
+            ),
             **info,
         }
     )
-    return CrownResult(mesh=mesh, watertight=watertight, report=report)
+    return CrownResult(mesh=mesh, watertight=watertight, report=report, checks=checks)
+
+
+def _axis(model: CrownModel, which: str) -> np.ndarray:
+    from app.core.crown.frame import AXES
+
+    return np.array(AXES[model.frame.occlusal if which == "o" else model.frame.mesial], float)
 
 
 def compatible_resolution(resolution: int, coarse: int) -> int:
@@ -170,16 +225,20 @@ def generate_crown(
     *,
     resolution: int | None = None,
     center: Sequence[float] | None = None,
+    case_frame: CaseFrame | None = None,
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
 ) -> CrownResult:
     """Generate a crown for ``scan`` (mm) with ``model``; the mesh comes back in the scan's mm.
 
-    ``resolution`` overrides the manifest's generation grid; ``center`` (mm) the frame centre.
+    ``resolution`` overrides the manifest's generation grid; ``case_frame`` places and turns the
+    model's frame on the preparation (``center`` alone only moves it).
     Raises :class:`PipelineError` when the model finds no surface in the frame and
     :class:`app.core.errors.Cancelled` when ``cancel`` is set.
     """
-    return _generate(scan, model, pool, RunReport(), resolution, center, cancel, progress)
+    return _generate(
+        scan, model, pool, RunReport(), resolution, center, case_frame, cancel, progress
+    )
 
 
 def run_crown(
@@ -190,11 +249,18 @@ def run_crown(
     *,
     resolution: int | None = None,
     center: Sequence[float] | None = None,
+    case_frame: CaseFrame | None = None,
+    frame_request: FrameRequest | None = None,
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
 ) -> CrownResult:
     """Load the scan, generate the crown, write it as binary STL atomically (never over the
-    input), and return the result with ``output`` set."""
+    input), and return the result with ``output`` set.
+
+    ``frame_request`` (the CLI's ``--center/--occlusal/--mesial/--pick/--auto-frame``) is
+    resolved on the loaded scan and overrides ``case_frame``; a scan where no frame can be
+    found is an :class:`InputError` naming it.
+    """
     input_path, output_path = Path(input_path), Path(output_path)
     check_not_input(output_path, [input_path])
     report = RunReport()
@@ -204,8 +270,17 @@ def run_crown(
         cancel.check()
     if progress is not None:
         progress("load", _PROGRESS["load"])
+    if frame_request is not None and not frame_request.empty:
+        with report.stage("locate"):
+            try:
+                case_frame, source = frame_request.resolve(scan.vertices, scan.faces, model.frame)
+            except ValueError as exc:
+                raise InputError(input_path, f"cannot place the crown frame: {exc}") from exc
+        report.info["frame_source"] = source
     try:
-        result = _generate(scan, model, pool, report, resolution, center, cancel, progress)
+        result = _generate(
+            scan, model, pool, report, resolution, center, case_frame, cancel, progress
+        )
     except PipelineError as exc:
         if exc.path is not None:
             raise
