@@ -35,7 +35,9 @@ __all__ = [
     "BLUE",
     "RED",
     "SPHERE_RADIUS_MM",
+    "FakeLocate",
     "build_sphere_crown_model",
+    "fake_locate",
     "fake_models",
     "fake_workspace",
     "isolated_qsettings",
@@ -155,6 +157,66 @@ def make_workspace(root: Path, *, broken: bool = True, n: int = 3) -> Path:
 @pytest.fixture
 def fake_workspace(tmp_path) -> Path:
     return make_workspace(tmp_path)
+
+
+# --- locating the preparation -----------------------------------------------------------------
+
+
+class FakeLocate:
+    """Stands in for ``app.core.crown.locate``: answers with set frames or a ``LocateError``.
+
+    ``proposal`` (directions only; the centre is the clicked point) and ``found`` are what the
+    two functions return; ``error`` makes both raise; ``gate`` (an Event), when set by a test,
+    holds each call until it is set. ``calls`` records (function, thread id, point).
+    """
+
+    def __init__(self, error_type: type[Exception]) -> None:
+        self.error_type = error_type
+        self.proposal: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+        self.found = None
+        self.error: str | None = None
+        self.gate: threading.Event | None = None
+        self.calls: list[tuple[str, int, tuple | None]] = []
+
+    def _enter(self, what: str, vertices, faces, point) -> None:
+        assert vertices.ndim == 2 and vertices.shape[1] == 3 and faces.shape[1] == 3
+        self.calls.append((what, threading.get_ident(), point))
+        if self.gate is not None:
+            self.gate.wait(30)
+        if self.error is not None:
+            raise self.error_type(self.error)
+
+    def propose_frame(self, vertices, faces, point):
+        from app.core.crown.frame import CaseFrame
+
+        self._enter("propose", vertices, faces, tuple(point))
+        occlusal, mesial = self.proposal or (None, None)
+        return CaseFrame(tuple(point), occlusal, mesial)
+
+    def find_preparation(self, vertices, faces):
+        self._enter("find", vertices, faces, None)
+        return self.found
+
+
+@pytest.fixture
+def fake_locate(monkeypatch) -> FakeLocate:
+    """Patch the locate module's functions (a stand-in module while it does not exist yet)."""
+    import importlib
+    import sys
+    import types
+
+    try:
+        module = importlib.import_module("app.core.crown.locate")
+    except ModuleNotFoundError as exc:
+        if exc.name != "app.core.crown.locate":
+            raise
+        module = types.ModuleType("app.core.crown.locate")
+        module.LocateError = type("LocateError", (ValueError,), {})
+        monkeypatch.setitem(sys.modules, "app.core.crown.locate", module)
+    fake = FakeLocate(module.LocateError)
+    monkeypatch.setattr(module, "propose_frame", fake.propose_frame, raising=False)
+    monkeypatch.setattr(module, "find_preparation", fake.find_preparation, raising=False)
+    return fake
 
 
 # --- settings ---------------------------------------------------------------------------------

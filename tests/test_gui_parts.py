@@ -156,6 +156,54 @@ def test_viewer3d_views_toggles_and_opacity(make_window, fake_workspace, qtbot):
     assert Image.open(shot).size[0] > 100
 
 
+def test_frame_overlay_is_a_turned_box_with_its_axes(make_window, fake_workspace):
+    from scipy.spatial.transform import Rotation
+
+    from app.ui.viewer3d import box_outline, frame_views
+
+    w = make_window(fake_workspace)
+    v = w.viewer3d
+    rot = Rotation.from_euler("xyz", [30, -20, 50], degrees=True).as_matrix()
+    centre, size = np.array([3.0, -4.0, 5.0]), 12.0
+    unit_corners = np.array(
+        [[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)]
+    )
+    corners = size * unit_corners @ rot + centre
+    mesial, occlusal = rot[0], rot[2]
+    v.set_frame(corners, occlusal=occlusal, mesial=mesial, marked=True)
+    np.testing.assert_allclose(v.frame_points("frame"), corners)
+    outline = box_outline(corners)
+    ends = outline.lines.reshape(-1, 3)[:, 1:]
+    lengths = np.linalg.norm(corners[ends[:, 0]] - corners[ends[:, 1]], axis=1)
+    assert len(ends) == 12 and np.allclose(lengths, size)
+    line = v.frame_points("mesial")
+    np.testing.assert_allclose(
+        line[[0, -1]], [centre - mesial * size / 2, centre + mesial * size / 2]
+    )
+    arrow = v.frame_points("occlusal") - centre
+    reach = arrow @ occlusal
+    assert reach.max() == pytest.approx(0.75 * size, rel=1e-3) and reach.min() > -0.1
+    off_axis = np.linalg.norm(arrow - np.outer(reach, occlusal), axis=1)
+    assert off_axis.max() < 0.1 * size
+    np.testing.assert_allclose(v.frame_points("centre").mean(axis=0), centre, atol=0.05)
+    # the crop-box toggle hides and shows the whole overlay
+    v.frame_check.setChecked(False)
+    assert not any(v.actor(n).GetVisibility() for n in ("frame", "occlusal", "mesial", "centre"))
+    v.frame_check.setChecked(True)
+    assert all(v.actor(n).GetVisibility() for n in ("frame", "occlusal", "mesial", "centre"))
+    # views follow given axes (right-handed rows m, b, o), world axes without
+    views = frame_views(rot)
+    assert set(views) == {"Occlusal", "Buccal", "Lingual", "Mesial", "Distal"}
+    v.set_view_axes(rot)
+    v.set_view("Mesial")
+    np.testing.assert_allclose(v.view_direction(), mesial, atol=1e-6)
+    v.set_view_axes(None)
+    v.set_view("Mesial")
+    np.testing.assert_allclose(v.view_direction(), (-1, 0, 0), atol=1e-6)
+    v.set_frame(None)
+    assert all(v.actor(n) is None for n in ("frame", "occlusal", "mesial", "centre"))
+
+
 def test_window_screenshot_has_the_3d_view(make_window, fake_workspace, qtbot):
     w = make_window(fake_workspace)
     img = w.grab_window()

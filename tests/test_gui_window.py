@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from gui_fixtures import *  # noqa: F403
 from gui_fixtures import SPHERE_RADIUS_MM, wait_for
-from PySide6 import QtCore
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.core import cases
 from app.core.cases import Decision
@@ -56,9 +57,9 @@ def test_run_case_shows_crown_with_expected_bounds_and_overlay(make_window, fake
     c = sphere_centre(2)
     np.testing.assert_allclose(bounds[:, 0], c - SPHERE_RADIUS_MM, atol=0.6)
     np.testing.assert_allclose(bounds[:, 1], c + SPHERE_RADIUS_MM, atol=0.6)
-    # exactly two actors, even after a second run: replaced by name, never piled up
+    # the same actors after a second run (scan, crown, crop box, its axes): replaced, never piled up
     assert run_and_wait(qtbot, w, "case_002") == "generated"
-    assert sorted(w.viewer3d.plotter.actors) == ["crown", "frame", "scan"]
+    assert sorted(w.viewer3d.plotter.actors) == ["crown", "frame", "mesial", "occlusal", "scan"]
     # outputs
     case = w.cases["case_002"]
     assert case.crown_path.is_file() and case.outputs_present()
@@ -403,38 +404,227 @@ def test_settings_change_reloads_models_and_layout_modes(make_window, fake_works
     assert not w.viewer3d.isHidden()
 
 
-def test_picked_centre_moves_the_crop_and_the_crown(make_window, fake_workspace, qtbot):
+TILTED = (0.0, np.sqrt(0.5), np.sqrt(0.5))  # occlusal tipped 45° towards +y
+
+
+def unit(v) -> np.ndarray:
+    return np.asarray(v, float) / np.linalg.norm(v)
+
+
+def assert_box_drawn(w, name: str) -> np.ndarray:
+    """The drawn crop box is exactly the cube the next run of ``name`` will use."""
+    expected = w.frame_transform(name).corners_mm()
+    np.testing.assert_allclose(w.viewer3d.frame_points("frame"), expected, atol=1e-6)
+    return expected
+
+
+def stored_frame(w, name: str):
+    """The frame as the workspace database holds it (what the next run will read)."""
+    return w.store.frames().get(name)
+
+
+def locate_and_wait(qtbot, w, start: Callable[[], None], timeout_ms: int = 10000) -> str:
+    with qtbot.waitSignal(w.frame_located, timeout=timeout_ms) as blocker:
+        start()
+    return blocker.args[1]
+
+
+def framed_case(qtbot, w, fake_locate, occlusal=(0.0, 0.0, 1.0), mesial=(1.0, 0.0, 0.0)):
+    """Give case_001 a proposed frame on its sphere's centre with the given directions."""
+    fake_locate.proposal = (occlusal, mesial)
+    assert locate_and_wait(qtbot, w, lambda: w.set_centre(tuple(sphere_centre(1)))) == "proposed"
+    return stored_frame(w, "case_001")
+
+
+def test_pick_proposes_a_turned_frame_and_the_run_uses_it(
+    make_window, fake_workspace, qtbot, fake_locate
+):
     w = make_window(fake_workspace)
     c = sphere_centre(1)
-    box = w.frame_box("case_001")
-    np.testing.assert_allclose(box[0], c, atol=1e-6)
-    assert box[1] == pytest.approx(20.0)
+    t = w.frame_transform("case_001")
+    np.testing.assert_allclose(t.center, c, atol=1e-6)
+    assert t.size_mm == pytest.approx(20.0)
     frame = np.array(w.viewer3d.actor("frame").GetBounds()).reshape(3, 2)
     np.testing.assert_allclose(frame[:, 0], c - 10, atol=1e-6)
+    assert "model default" in w.qa.details.toPlainText()
     # the technician looks from above and clicks the middle of the scan: its top, 4 mm up
+    fake_locate.proposal = (TILTED, (1.0, 0.0, 0.0))
     w.viewer3d.set_view("Occlusal")
     w.viewer3d.pick_action.setChecked(True)
     plot = w.viewer3d.plotter
     middle = QtCore.QPoint(plot.width() // 2, plot.height() // 2)
-    qtbot.mouseClick(plot, QtCore.Qt.MouseButton.LeftButton, pos=middle)
-    wait_for(qtbot, lambda: "case_001" in w.centres, 5000)
-    picked = w.centres["case_001"]
-    np.testing.assert_allclose(picked, c + np.array([0.0, 0.0, 4.0]), atol=0.5)
+    with qtbot.waitSignal(w.frame_located, timeout=10000) as blocker:
+        qtbot.mouseClick(plot, QtCore.Qt.MouseButton.LeftButton, pos=middle)
+    assert blocker.args == ["case_001", "proposed"]
+    (what, thread, point), *_ = fake_locate.calls
+    assert what == "propose" and thread != threading.main_thread().ident
+    np.testing.assert_allclose(point, c + np.array([0.0, 0.0, 4.0]), atol=0.5)
     wait_for(qtbot, lambda: not w.viewer3d.pick_action.isChecked(), 5000)
-    assert w.viewer3d.actor("centre") is not None
-    assert "picked" in w.qa.details.toPlainText()
+    proposed = stored_frame(w, "case_001")
+    assert proposed == w.frames["case_001"]
+    np.testing.assert_allclose(proposed.center, point, atol=1e-9)
+    np.testing.assert_allclose(proposed.occlusal, TILTED, atol=1e-9)
+    # shown at once: a turned box (not axis-aligned), the occlusal arrow, the mesial line
+    corners = assert_box_drawn(w, "case_001")
+    edge = corners[1] - corners[0]  # the cube's z edge runs along the occlusal direction
+    np.testing.assert_allclose(unit(edge), TILTED, atol=1e-6)
+    for actor in ("occlusal", "mesial", "centre"):
+        assert w.viewer3d.actor(actor) is not None
+    mesial_line = w.viewer3d.frame_points("mesial")
+    np.testing.assert_allclose(unit(mesial_line[-1] - mesial_line[0]), (1, 0, 0), atol=1e-6)
+    details = w.qa.details.toPlainText()
+    assert "proposed from the picked point" in details
+    assert "(+0.00, +0.71, +0.71)" in details and "(+1.00, +0.00, +0.00)" in details
+    # the run reads the stored frame: the sphere crown sits on its centre, run.json names it
     assert run_and_wait(qtbot, w, "case_001") == "generated"
     bounds = np.array(w.viewer3d.crown_bounds()).reshape(3, 2)
-    np.testing.assert_allclose(bounds.mean(axis=1), picked, atol=0.6)
-    assert cases.read_run_info(w.cases["case_001"])["center"] == pytest.approx(list(picked))
+    np.testing.assert_allclose(bounds.mean(axis=1), proposed.center, atol=0.6)
+    assert cases.read_run_info(w.cases["case_001"])["frame"] == proposed.to_dict()
     # remembered across a restart, and can be cleared
     w.open_workspace(fake_workspace)
     w.select_case("case_001")
-    assert w.centres["case_001"] == pytest.approx(picked)
-    w.set_centre(None)
-    assert "case_001" not in w.centres
     wait_for(qtbot, lambda: w._view_tag is None)
+    assert w.frames["case_001"] == proposed
+    assert "set earlier" in w.qa.details.toPlainText()
+    assert_box_drawn(w, "case_001")
+    w.clear_frame()
+    assert "case_001" not in w.frames and stored_frame(w, "case_001") is None
     assert w.viewer3d.actor("centre") is None
+    corners = assert_box_drawn(w, "case_001")
+    np.testing.assert_allclose(unit(corners[1] - corners[0]), (0, 0, 1), atol=1e-9)
+
+
+def test_a_late_proposal_never_lands_on_another_case(
+    make_window, fake_workspace, qtbot, fake_locate
+):
+    w = make_window(fake_workspace)
+    fake_locate.proposal = (TILTED, (1.0, 0.0, 0.0))
+    fake_locate.gate = threading.Event()
+    w.set_centre(tuple(sphere_centre(1)))
+    wait_for(qtbot, lambda: len(fake_locate.calls) == 1, 10000)
+    w.select_case("case_002")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    fake_locate.gate.set()
+    w.runner.shutdown()  # the proposal finishes and reports; the window must drop it
+    qtbot.wait(100)
+    assert "case_002" not in w.frames and stored_frame(w, "case_002") is None
+    assert w.frames["case_001"].occlusal is None  # only the picked centre was stored
+    assert w.current == "case_002"
+    corners = assert_box_drawn(w, "case_002")
+    np.testing.assert_allclose(corners.mean(axis=0), sphere_centre(2), atol=1e-6)
+
+
+def test_frame_corrections_apply_at_once_from_the_keyboard(
+    make_window, fake_workspace, qtbot, fake_locate
+):
+    w = make_window(fake_workspace)
+    before = framed_case(qtbot, w, fake_locate)
+    w.activateWindow()
+    w.case_list.setFocus()
+    ctrl, shift = (
+        QtCore.Qt.KeyboardModifier.ControlModifier,
+        QtCore.Qt.KeyboardModifier.ShiftModifier,
+    )
+
+    def key(k, mods=ctrl):
+        qtbot.keyClick(w.windowHandle(), k, mods)
+
+    key(QtCore.Qt.Key.Key_F, ctrl | shift)  # flip
+    flipped = stored_frame(w, "case_001")
+    np.testing.assert_allclose(flipped.occlusal, -np.array(before.occlusal), atol=1e-9)
+    np.testing.assert_allclose(flipped.center, before.center)
+    assert "flipped" in w.message_label.text()
+    assert_box_drawn(w, "case_001")
+    arrow_middle = w.viewer3d.frame_points("occlusal").mean(axis=0)
+    np.testing.assert_allclose(unit(arrow_middle - flipped.center), flipped.occlusal, atol=0.05)
+    m, b, o = w.frame_axes("case_001")
+    key(QtCore.Qt.Key.Key_Left)  # 90° counter-clockwise
+    quarter = stored_frame(w, "case_001")
+    np.testing.assert_allclose(quarter.mesial, b, atol=1e-9)
+    np.testing.assert_allclose(quarter.occlusal, o, atol=1e-9)
+    assert_box_drawn(w, "case_001")
+    key(QtCore.Qt.Key.Key_Right)  # and back
+    np.testing.assert_allclose(stored_frame(w, "case_001").mesial, m, atol=1e-9)
+    key(QtCore.Qt.Key.Key_Right, ctrl | shift)  # 5° clockwise
+    fine = stored_frame(w, "case_001")
+    angle = np.degrees(np.arctan2(np.cross(m, fine.mesial) @ o, m @ fine.mesial))
+    assert angle == pytest.approx(-5.0)
+    assert "adjusted by hand" in w.qa.details.toPlainText()
+    # align to view: occlusal := from the focal point towards the camera
+    cam = w.viewer3d.plotter.camera
+    cam.position = np.add(cam.focal_point, 50 * unit((1.0, -2.0, 2.0)))
+    key(QtCore.Qt.Key.Key_V, ctrl | shift)
+    aligned = stored_frame(w, "case_001")
+    np.testing.assert_allclose(aligned.occlusal, unit((1.0, -2.0, 2.0)), atol=1e-9)
+    np.testing.assert_allclose(aligned.occlusal, w.viewer3d.view_direction(), atol=1e-9)
+    assert abs(np.dot(aligned.mesial, aligned.occlusal)) < 1e-9
+    assert_box_drawn(w, "case_001")
+    key(QtCore.Qt.Key.Key_Delete)  # clear
+    assert stored_frame(w, "case_001") is None and "case_001" not in w.frames
+
+
+def test_frame_shortcuts_are_unique_and_leave_review_keys_alone(make_window):
+    w = make_window()
+    owners: dict[str, list[str]] = {}
+    for act in w.findChildren(QtGui.QAction):
+        for seq in act.shortcuts():
+            owners.setdefault(seq.toString(), []).append(act.text())
+    clashes = {k: v for k, v in owners.items() if len(v) > 1}
+    assert clashes == {}
+    frame_menu = next(m for m in w.menuBar().findChildren(QtWidgets.QMenu) if "Fra" in m.title())
+    texts = {a.text(): a.shortcut().toString() for a in frame_menu.actions() if a.text()}
+    assert texts["F&lip occlusal direction"] == "Ctrl+Shift+F"
+    assert texts["&Find preparation"] == "Ctrl+F"
+    assert texts["&Clear case frame"] == "Ctrl+Del"
+    assert sum("Turn box" in t for t in texts) == 4
+    for review in ("A", "R", "W", "N", "P", "Space"):
+        assert owners[review] and all("Fra" not in o for o in owners[review])
+
+
+def test_named_views_follow_the_case_frame(make_window, fake_workspace, qtbot, fake_locate):
+    w = make_window(fake_workspace)
+    v = w.viewer3d
+    v.set_view("Occlusal")
+    np.testing.assert_allclose(v.view_direction(), (0, 0, 1), atol=1e-6)
+    framed_case(qtbot, w, fake_locate, occlusal=TILTED, mesial=(1.0, 0.0, 0.0))
+    m, b, o = w.frame_axes("case_001")
+    for name, expected in (
+        ("Occlusal", o),
+        ("Buccal", b),
+        ("Lingual", -b),
+        ("Mesial", m),
+        ("Distal", -m),
+    ):
+        v.set_view(name)
+        np.testing.assert_allclose(v.view_direction(), expected, atol=1e-6)
+    v.set_view("Occlusal")
+    np.testing.assert_allclose(v.view_direction(), TILTED, atol=1e-6)
+    # another case without a frame: world axes again, also for the remembered view
+    w.select_case("case_002")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    np.testing.assert_allclose(v.view_direction(), (0, 0, 1), atol=1e-6)
+
+
+def test_find_preparation_sets_the_frame_or_says_why_not(
+    make_window, fake_workspace, qtbot, fake_locate
+):
+    from app.core.crown.frame import CaseFrame
+
+    w = make_window(fake_workspace)
+    before = framed_case(qtbot, w, fake_locate)
+    fake_locate.error = "No preparation found: the scan shows no tooth stump"
+    assert locate_and_wait(qtbot, w, w.find_preparation) == "problem"
+    assert "No preparation found" in w.message_label.text()
+    assert "No preparation found" in w.qa.details.toPlainText()
+    assert stored_frame(w, "case_001") == before == w.frames["case_001"]
+    assert_box_drawn(w, "case_001")
+    found = CaseFrame(tuple(sphere_centre(1) + 1.0), TILTED, (1.0, 0.0, 0.0))
+    fake_locate.error, fake_locate.found = None, found
+    assert locate_and_wait(qtbot, w, w.find_preparation) == "found"
+    assert stored_frame(w, "case_001") == found
+    assert fake_locate.calls[-1][:1] == ("find",)
+    assert "found automatically" in w.qa.details.toPlainText()
+    assert_box_drawn(w, "case_001")
 
 
 def test_case_filter_and_about(make_window, fake_workspace):
@@ -464,3 +654,20 @@ def test_refresh_picks_up_new_cases_and_other_decisions(make_window, fake_worksp
     assert "case_004" in w.case_list.names()
     assert w.case_list.status_text("case_002") == "rejected"
     assert w.current == "case_002"
+
+
+def test_the_real_locator_on_a_scan_without_preparation_says_why(
+    make_window, fake_workspace, qtbot
+):
+    """The real ``app.core.crown.locate`` in the window: a ball is no jaw, so both the search
+    and a pick end in the module's own message, never an internal error or a changed frame."""
+    w = make_window(fake_workspace)
+    assert locate_and_wait(qtbot, w, w.find_preparation, 60000) == "problem"
+    text = w.message_label.text()
+    assert "could not find the preparation" in text and "internal error" not in text
+    assert "case_001" not in w.frames and stored_frame(w, "case_001") is None
+    picked = tuple(sphere_centre(1) + [0.0, 0.0, 4.0])
+    assert locate_and_wait(qtbot, w, lambda: w.set_centre(picked), 60000) == "problem"
+    assert "internal error" not in w.message_label.text()
+    assert stored_frame(w, "case_001") == w.frames["case_001"]
+    np.testing.assert_allclose(w.frames["case_001"].center, picked)

@@ -626,6 +626,9 @@ def run_case(
         "frame": None if case_frame is None else case_frame.to_dict(),
         "timings_ms": {k: round(v, 2) for k, v in report.timings_ms.items()},
         "crown": {"vertices": int(len(crown.mesh.vertices)), "faces": int(len(crown.mesh.faces))},
+        "frame_source": crown.report.info.get("frame_source"),
+        "checks": crown.report.info.get("checks"),
+        "warnings": crown.warnings,
         "images": {
             i.image_path.name: {
                 "roi_box": None if i.result.roi_box is None else list(i.result.roi_box),

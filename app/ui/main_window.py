@@ -11,6 +11,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.core import cases
 from app.core.cases import Case, CaseStatus, Decision, QaRecord, QaStore
+from app.core.crown.frame import CaseFrame, FrameTransform, orthonormal_axes
 from app.core.errors import CrownscanError
 from app.core.runtime import SessionPool
 
@@ -32,6 +34,46 @@ from .workers import Tag, TaskRunner
 
 PROVIDER_LABELS = {"tensorrt": "TensorRT", "cuda": "CUDA", "cpu": "CPU"}
 CACHE_SIZE = 4
+FINE_TURN_DEG = 5.0
+LOCATE_KINDS = ("propose", "find")
+FRAME_SOURCES = {
+    "picked": "picked centre, model's axes",
+    "proposed": "proposed from the picked point",
+    "found": "found automatically",
+    "stored": "set earlier",
+    "default": "model default",
+}
+"""How the Details pane names where a case frame came from."""
+
+
+@dataclass(frozen=True)
+class LocateProblem:
+    """Why the preparation could not be located (a ``LocateError`` message for the technician)."""
+
+    text: str
+
+
+def turned(v: np.ndarray, axis: np.ndarray, degrees: float) -> np.ndarray:
+    """``v`` rotated by ``degrees`` about the unit ``axis``, right-handed (Rodrigues' formula).
+
+    Seen from the tip of ``axis`` a positive angle turns counter-clockwise.
+    """
+    a = np.radians(degrees)
+    k = np.asarray(axis, dtype=float)
+    v = np.asarray(v, dtype=float)
+    return v * np.cos(a) + np.cross(k, v) * np.sin(a) + k * float(k @ v) * (1.0 - np.cos(a))
+
+
+def vec_text(v: np.ndarray | tuple[float, ...]) -> str:
+    """A direction rounded for the technician."""
+    return "(" + ", ".join(f"{round(float(x), 2) + 0.0:+.2f}" for x in v) + ")"
+
+
+def scan_arrays(poly: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (V, 3) and triangles (F, 3) of a shown scan, copied so a worker may own them."""
+    vertices = np.array(poly.points, dtype=np.float64)
+    faces = np.array(poly.faces, dtype=np.int64).reshape(-1, 4)[:, 1:] if poly.n_cells else None
+    return vertices, np.empty((0, 3), np.int64) if faces is None else faces
 
 
 def provider_label(providers: list[str]) -> str:
@@ -40,11 +82,13 @@ def provider_label(providers: list[str]) -> str:
 
 
 class MainWindow(QtWidgets.QMainWindow):
-    """``view_shown(case)``, ``run_finished(case, outcome)`` let tests and the smoke path wait."""
+    """``view_shown(case)``, ``run_finished(case, outcome)``, ``frame_located(case, outcome)``
+    let tests and the smoke path wait."""
 
     view_shown = QtCore.Signal(str)
     run_finished = QtCore.Signal(str, str)
     models_ready = QtCore.Signal()
+    frame_located = QtCore.Signal(str, str)
 
     def __init__(
         self,
@@ -85,7 +129,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._cache: OrderedDict[str, CaseView] = OrderedDict()
         self._invalidated: dict[str, int] = {}
         self._drafts: dict[str, str] = {}
-        self.centres: dict[str, tuple[float, float, float]] = {}
+        self.frames: dict[str, CaseFrame] = {}
+        self.frame_sources: dict[str, str] = {}
+        self._locate_tag: Tag | None = None
         self._shown: CaseView | None = None
         self._closed = False
 
@@ -215,10 +261,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action("Next pending", self.next_pending, ("N", "Space"), case_menu)
         self._action("Previous", self.previous_case, ("P",), case_menu)
         case_menu.addSeparator()
-        case_menu.addAction(self.viewer3d.pick_action)
-        self._action("Clear picked centre", lambda: self.set_centre(None), (), case_menu)
-        case_menu.addSeparator()
         self._action("Open output folder", self.open_output_folder, (), case_menu)
+        self._build_frame_actions(mb.addMenu("Fra&me"))
 
         view_menu = mb.addMenu("&View")
         group = QtGui.QActionGroup(self)
@@ -239,6 +283,25 @@ class MainWindow(QtWidgets.QMainWindow):
 
         help_menu = mb.addMenu("&Help")
         self._action("About Crownscan", self.show_about, (), help_menu)
+
+    def _build_frame_actions(self, menu: QtWidgets.QMenu) -> None:
+        """The case-frame menu: place the frame, then correct it; each change applies at once."""
+        menu.addAction(self.viewer3d.pick_action)
+        self._action("&Find preparation", self.find_preparation, ("Ctrl+F",), menu)
+        menu.addSeparator()
+        self._action("F&lip occlusal direction", self.flip_occlusal, ("Ctrl+Shift+F",), menu)
+        self._action(
+            "Align occlusal to &view", self.align_occlusal_to_view, ("Ctrl+Shift+V",), menu
+        )
+        for text, deg, keys in (
+            ("Turn box 90° counter-clockwise", 90.0, "Ctrl+Left"),
+            ("Turn box 90° clockwise", -90.0, "Ctrl+Right"),
+            (f"Turn box {FINE_TURN_DEG:g}° counter-clockwise", FINE_TURN_DEG, "Ctrl+Shift+Left"),
+            (f"Turn box {FINE_TURN_DEG:g}° clockwise", -FINE_TURN_DEG, "Ctrl+Shift+Right"),
+        ):
+            self._action(text, lambda d=deg: self.turn_frame(d), (keys,), menu)
+        menu.addSeparator()
+        self._action("&Clear case frame", self.clear_frame, ("Ctrl+Delete",), menu)
 
     def set_layout(self, mode: str) -> None:
         """Arrange the 3D and 2D panels: side by side, stacked, or one of them alone."""
@@ -356,7 +419,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.workspace_label.setToolTip(str(folder))
         self.setWindowTitle(f"Crownscan — {folder.name}")
         decisions, runs = store.latest_decisions(), store.latest_runs()
-        self.centres = store.centres()
+        self.frames = store.frames()
+        self.frame_sources = dict.fromkeys(self.frames, "stored")
         self.statuses = {
             n: cases.case_status(self.cases[n], decisions.get(n), runs.get(n)) for n in self.order
         }
@@ -396,7 +460,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._cache.clear()
         self._invalidated.clear()
         self._drafts.clear()
-        self.centres = {}
+        self.frames = {}
+        self.frame_sources = {}
+        self._locate_tag = None
         self._shown = None
         self.transient_errors.clear()
         self.last_outcome.clear()
@@ -478,6 +544,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 if self._view_tag.kind == "load":
                     self.runner.cancel(self._view_tag)
                 self._view_tag = None
+            self._cancel_locate()
         if left is not None:
             self._drafts[left] = self.qa.note.toPlainText()
         self.current = name
@@ -542,45 +609,210 @@ class MainWindow(QtWidgets.QMainWindow):
         self.view_shown.emit(view.case)
         self._prefetch_next()
 
-    def frame_box(self, name: str) -> tuple[tuple[float, float, float], float] | None:
-        """Centre and edge (mm) of the cube the crown model will see for case ``name``."""
+    # ============================================================ case frame
+    def frame_transform(self, name: str) -> FrameTransform | None:
+        """The map into the crown model's cube for case ``name`` as its next run will build it
+        (from the shown scan and the case frame); None while the scan or model is missing."""
         view = self._shown
         if self.crown_model is None or view is None or view.case != name or view.scan is None:
             return None
         from app.core.crown.frame import make_frame
 
-        frame = make_frame(
-            np.asarray(view.scan.points), self.crown_model.frame, self.centres.get(name)
+        return make_frame(
+            np.asarray(view.scan.points), self.crown_model.frame, case=self.frames.get(name)
         )
-        return tuple(float(v) for v in frame.center), 1.0 / frame.scale
+
+    def case_frame(self, name: str) -> CaseFrame | None:
+        """The stored frame of ``name``, else the model's default placed on the shown scan."""
+        if name in self.frames:
+            return self.frames[name]
+        t = self.frame_transform(name)
+        return None if t is None else CaseFrame(tuple(float(v) for v in t.center))
+
+    def frame_axes(self, name: str) -> np.ndarray | None:
+        """Rows (mesial, buccolingual, occlusal) in scan mm of the frame ``name`` runs with."""
+        cf = self.case_frame(name)
+        if cf is None or self.crown_model is None:
+            return None
+        return cf.axes(self.crown_model.frame)
 
     def _show_frame(self) -> None:
-        box = self.frame_box(self.current) if self.current else None
-        if box is None:
-            self.viewer3d.set_frame(None, 0.0)
+        name = self.current
+        t = self.frame_transform(name) if name else None
+        axes = self.frame_axes(name) if t is not None else None
+        if t is None or axes is None:
+            self.viewer3d.set_frame(None)
+            self.viewer3d.set_view_axes(None)
+            return
+        self.viewer3d.set_frame(
+            t.corners_mm(), occlusal=axes[2], mesial=axes[0], marked=name in self.frames
+        )
+        stored = self.frames.get(name)
+        turned_frame = stored is not None and stored.occlusal is not None
+        self.viewer3d.set_view_axes(axes if turned_frame else None)
+
+    def _apply_frame(self, name: str, frame: CaseFrame | None, source: str, text: str) -> bool:
+        """Store ``frame`` for ``name`` (None: back to the model's default), show it, say so."""
+        if self.store is None:
+            return False
+        try:
+            self.store.set_frame(name, frame)
+        except CrownscanError as exc:
+            self.message(str(exc))
+            return False
+        if frame is None:
+            self.frames.pop(name, None)
+            self.frame_sources.pop(name, None)
         else:
-            self.viewer3d.set_frame(box[0], box[1], picked=self.current in self.centres)
+            self.frames[name] = frame
+            self.frame_sources[name] = source
+        if name == self.current:
+            self._show_frame()
+            self._show_details()
+        self.message(text)
+        return True
 
     def set_centre(self, point: tuple[float, float, float] | None) -> None:
-        """Use ``point`` (mm, picked on the scan) as the crown frame's centre for this case;
-        None goes back to the manifest's centre. Stored in the workspace database."""
+        """Centre the case frame on ``point`` (mm, picked on the preparation) and propose its
+        directions there in a worker; None goes back to the model's default frame."""
         name = self.current
         if name is None or self.store is None:
             return
-        try:
-            self.store.set_centre(name, point)
-        except CrownscanError as exc:
-            self.message(str(exc))
-            return
         if point is None:
-            self.centres.pop(name, None)
-            self.message(f"{name}: frame centre back to the model's default")
-        else:
-            self.centres[name] = tuple(float(v) for v in point)
-            x, y, z = self.centres[name]
-            self.message(f"{name}: frame centre set to ({x:.1f}, {y:.1f}, {z:.1f}) mm; run again")
-        self._show_frame()
+            self.clear_frame()
+            return
+        self._cancel_locate()
+        centre = tuple(float(v) for v in point)
+        x, y, z = centre
+        text = f"{name}: centre picked at ({x:.1f}, {y:.1f}, {z:.1f}) mm; proposing the frame…"
+        if self._apply_frame(name, CaseFrame(centre), "picked", text):
+            self._start_locate(name, "propose", centre)
+
+    def clear_frame(self) -> None:
+        """Forget the current case's frame: its runs use the model's default frame again."""
+        name = self.current
+        if name is None:
+            return
+        self._cancel_locate()
+        self._apply_frame(name, None, "default", f"{name}: case frame back to the model's default")
+
+    def find_preparation(self) -> None:
+        """Look for the preparation on the whole scan (no click) in a worker."""
+        name = self.current
+        if name is not None and self._start_locate(name, "find"):
+            self.message(f"{name}: looking for the preparation…")
+
+    def _start_locate(
+        self, name: str, kind: str, point: tuple[float, float, float] | None = None
+    ) -> bool:
+        view = self._shown
+        if view is None or view.case != name or view.scan is None:
+            self.message(f"{name}: the scan is not shown yet")
+            return False
+        vertices, faces = scan_arrays(view.scan)
+        self._cancel_locate()
+        self._locate_tag = Tag(kind, name, next(self._gens))
+
+        def job(token, progress):
+            import importlib
+
+            locate = importlib.import_module("app.core.crown.locate")
+            try:
+                if point is None:
+                    return locate.find_preparation(vertices, faces)
+                return locate.propose_frame(vertices, faces, point)
+            except locate.LocateError as exc:
+                return LocateProblem(str(exc))
+
+        self.runner.submit(self._locate_tag, job)
+        return True
+
+    def _cancel_locate(self) -> None:
+        if self._locate_tag is not None:
+            self.runner.cancel(self._locate_tag)
+            self._locate_tag = None
+
+    def _on_located(self, tag: Tag, result: Any) -> None:
+        if tag != self._locate_tag or tag.case != self.current:
+            return
+        self._locate_tag = None
+        name = tag.case
+        if isinstance(result, LocateProblem) or not isinstance(result, CaseFrame):
+            what = "propose the frame" if tag.kind == "propose" else "find the preparation"
+            why = result.text if isinstance(result, LocateProblem) else "no frame came back"
+            self._locate_failed(tag, f"could not {what}: {why}")
+            return
+        source = "proposed" if tag.kind == "propose" else "found"
+        o = vec_text(result.occlusal) if result.occlusal is not None else "(model's axis)"
+        text = f"{name}: frame {FRAME_SOURCES[source]}, occlusal {o}; check it, then run"
+        self._apply_frame(name, result, source, text)
+        self.frame_located.emit(name, source)
+
+    def _locate_failed(self, tag: Tag, text: str) -> None:
+        kept = "the picked centre is kept" if tag.kind == "propose" else "the frame is unchanged"
+        self.last_outcome[tag.case] = f"{text} ({kept})"
+        self.message(f"{tag.case}: {text}; {kept}")
         self._show_details()
+        self.frame_located.emit(tag.case, "problem")
+
+    def flip_occlusal(self) -> None:
+        """Turn the frame upside down: the occlusal direction points the other way."""
+        self._adjust("occlusal direction flipped", lambda m, o: (m, -o))
+
+    def turn_frame(self, degrees: float) -> None:
+        """Turn the box about the occlusal axis (positive: counter-clockwise seen from above)."""
+        self._adjust(
+            f"box turned {degrees:+g}° about the occlusal axis",
+            lambda m, o: (turned(m, o, degrees), o),
+        )
+
+    def align_occlusal_to_view(self) -> None:
+        """Occlusal := towards the camera, for a view looking down onto the occlusal surface."""
+        d = self.viewer3d.view_direction()
+
+        def change(m: np.ndarray, o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            keep = max((m, np.cross(o, m), o), key=lambda c: np.linalg.norm(c - d * (c @ d)))
+            return keep, d
+
+        self._adjust("occlusal aligned to the view", change)
+
+    def _adjust(
+        self, what: str, change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        """Apply ``change(mesial, occlusal) -> (mesial, occlusal)`` to the current frame."""
+        name = self.current
+        axes = self.frame_axes(name) if name is not None else None
+        if name is None or axes is None:
+            if name is not None:
+                self.message(f"{name}: no frame to adjust (no scan shown or no crown model)")
+            return
+        self._cancel_locate()
+        m, o = change(axes[0], axes[2])
+        new_axes = orthonormal_axes(o, m)
+        frame = CaseFrame(self.case_frame(name).center, tuple(new_axes[2]), tuple(new_axes[0]))
+        base = self.frame_sources.get(name, "default").removesuffix("+adjusted")
+        text = f"{name}: {what}; occlusal {vec_text(new_axes[2])}; run again"
+        self._apply_frame(name, frame, base + "+adjusted", text)
+
+    def _frame_rows(self, name: str) -> list[tuple[str, str]]:
+        """Details rows: where the frame came from, its centre and its directions."""
+        stored = name in self.frames
+        if not stored and self.crown_model is None:
+            return []
+        source = self.frame_sources.get(name, "stored" if stored else "default")
+        base, _, adjusted = source.partition("+")
+        label = FRAME_SOURCES.get(base, base) + (", adjusted by hand" if adjusted else "")
+        if base == "default":
+            label += " (scan bounding box, model's axes)"
+        rows = [("Case frame", label)]
+        cf = self.case_frame(name)
+        if cf is not None:
+            x, y, z = cf.center
+            rows.append(("Frame centre", f"({x:.1f}, {y:.1f}, {z:.1f}) mm"))
+        axes = self.frame_axes(name)
+        if axes is not None:
+            rows += [("Occlusal", vec_text(axes[2])), ("Mesio-distal", vec_text(axes[0]))]
+        return rows
 
     def _prefetch_next(self) -> None:
         """Load the next pending case's scan and images while the technician reviews this one."""
@@ -642,11 +874,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 rows.append(("Run time", f"{total / 1000:.1f} s"))
         if case.crown_path.is_file():
             rows.append(("Output", str(case.output_dir)))
-        if name in self.centres:
-            x, y, z = self.centres[name]
-            rows.append(("Frame centre", f"picked ({x:.1f}, {y:.1f}, {z:.1f}) mm"))
-        elif self.crown_model is not None:
-            rows.append(("Frame centre", "model default (scan bounding box)"))
+        rows += self._frame_rows(name)
         outcome = self.last_outcome.get(name)
         if outcome:
             rows.append(("This session", outcome))
@@ -667,7 +895,7 @@ class MainWindow(QtWidgets.QMainWindow):
         crown_model, seg_model, pool, s = self.crown_model, self.seg_model, self.pool, self.settings
         cached = self._cache.get(case.name)
         scan_poly = cached.scan if cached is not None else None
-        center = self.centres.get(case.name)
+        case_frame = self.frames.get(case.name)
         smoothing = None
         if s.smoothing != "model":
             from app.core.manifest import Smoothing
@@ -683,7 +911,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 resolution=s.resolution_or_none(),
                 roi=s.roi_flag(),
                 smoothing=smoothing,
-                center=center,
+                case_frame=case_frame,
                 overlay_alpha=s.overlay_opacity,
                 cancel=token,
                 progress=progress,
@@ -796,6 +1024,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 notes += [x for x in n if x not in notes]
             self._set_providers(providers, notes)
             self.models_ready.emit()
+        elif tag.kind in LOCATE_KINDS:
+            self._on_located(tag, result)
         elif tag.kind in ("load", "prefetch"):
             view: CaseView = result
             if tag.case in self.cases and tag.gen > self._invalidated.get(tag.case, 0):
@@ -838,6 +1068,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.model_errors.append(text)
             self.message(text)
             self.models_ready.emit()
+        elif tag.kind in LOCATE_KINDS and tag == self._locate_tag:
+            self._locate_tag = None
+            logging.getLogger("crownscan").error("locating on %s failed:\n%s", tag.case, tb)
+            self._locate_failed(tag, text)
         elif tag.kind in ("load", "prefetch"):
             if tag == self._view_tag:
                 self._view_tag = None

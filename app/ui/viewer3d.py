@@ -16,6 +16,11 @@ from pyvistaqt import QtInteractor
 STONE_COLOR = (0.70, 0.69, 0.66)
 TOOTH_COLOR = (0.98, 0.93, 0.78)
 BACKGROUND = ((0.17, 0.19, 0.22), (0.36, 0.40, 0.45))
+FRAME_COLOR = (0.35, 0.75, 1.0)
+OCCLUSAL_COLOR = (0.45, 0.9, 0.45)
+MESIAL_COLOR = (1.0, 0.62, 0.2)
+CENTRE_COLOR = (1.0, 0.35, 0.3)
+FRAME_ACTORS = ("frame", "occlusal", "mesial", "centre")
 
 # Camera direction (focal point -> camera) and view-up, for a scan in the usual scanner frame:
 # occlusal plane ~ XY with +Z towards the occlusal surface, +Y buccal, +X distal.
@@ -26,6 +31,30 @@ VIEWS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] 
     "Mesial": ((-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
     "Distal": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
 }
+
+
+def frame_views(axes: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The named views (camera direction, view-up) along a case frame's axes.
+
+    ``axes`` has rows (mesial, buccolingual, occlusal) in scan mm: the occlusal view looks down
+    the occlusal axis onto the tooth, the side views look along the other two with the
+    occlusal direction up.
+    """
+    m, b, o = (np.asarray(a, dtype=float) for a in axes)
+    return {
+        "Occlusal": (o, b),
+        "Buccal": (b, o),
+        "Lingual": (-b, o),
+        "Mesial": (m, o),
+        "Distal": (-m, o),
+    }
+
+
+def box_outline(corners: np.ndarray) -> pv.PolyData:
+    """The 12 edges of a box given its 8 corners in (x, y, z) binary order, as line cells."""
+    edges = [(i, i | bit) for i in range(8) for bit in (1, 2, 4) if not i & bit]
+    lines = np.array([(2, i, j) for i, j in edges], dtype=np.int64).ravel()
+    return pv.PolyData(np.asarray(corners, dtype=float), lines=lines)
 
 
 def mesh_to_polydata(mesh) -> pv.PolyData:
@@ -62,6 +91,7 @@ class Viewer3D(QtWidgets.QWidget):
         self._tuned = False
         self.software_gl = False
         self.current_view: str | None = None
+        self._view_axes: np.ndarray | None = None
 
         self.scan_check = QtWidgets.QCheckBox("Scan")
         self.scan_check.setChecked(True)
@@ -91,7 +121,7 @@ class Viewer3D(QtWidgets.QWidget):
         self.frame_check = QtWidgets.QCheckBox("Crop box")
         self.frame_check.setChecked(True)
         self.frame_check.setToolTip("Show the region the crown model sees (its frame)")
-        self.frame_check.toggled.connect(lambda on: self._set_visible("frame", on))
+        self.frame_check.toggled.connect(self._show_frame_overlays)
         top.addWidget(self.frame_check)
         views = QtWidgets.QToolBar("3D views")
         for name in VIEWS:
@@ -106,7 +136,8 @@ class Viewer3D(QtWidgets.QWidget):
         self.pick_action = views.addAction("Pick centre")
         self.pick_action.setCheckable(True)
         self.pick_action.setToolTip(
-            "Click the preparation on the scan to centre the crown model's frame there"
+            "Click the preparation on the scan: the case frame (crop box, occlusal and"
+            " mesio-distal axes) is proposed there"
         )
         self.pick_action.toggled.connect(self._set_picking)
         act = views.addAction(
@@ -186,7 +217,7 @@ class Viewer3D(QtWidgets.QWidget):
     def clear(self) -> None:
         for name in ("scan", "crown"):
             self._meshes.pop(name, None)
-        self.plotter.remove_actor(["scan", "crown", "frame", "centre", "message"], render=False)
+        self.plotter.remove_actor(["scan", "crown", *FRAME_ACTORS, "message"], render=False)
         self.render()
 
     def set_message(self, text: str | None) -> None:
@@ -199,35 +230,64 @@ class Viewer3D(QtWidgets.QWidget):
         self.render()
 
     def set_frame(
-        self, centre: tuple[float, float, float] | None, size_mm: float, picked: bool = False
+        self,
+        corners: np.ndarray | None,
+        occlusal: np.ndarray | None = None,
+        mesial: np.ndarray | None = None,
+        marked: bool = False,
     ) -> None:
-        """Outline the cube the crown model sees; mark the centre when it was picked."""
-        self.plotter.remove_actor(["frame", "centre"], render=False)
-        if centre is not None and size_mm > 0:
-            c = np.asarray(centre, dtype=float)
-            h = size_mm / 2
-            box = pv.Box(bounds=(c[0] - h, c[0] + h, c[1] - h, c[1] + h, c[2] - h, c[2] + h))
-            frame = self.plotter.add_mesh(
-                box.outline(),
-                name="frame",
-                color=(0.35, 0.75, 1.0),
-                line_width=1.5,
-                reset_camera=False,
-                render=False,
-                pickable=False,
-            )
-            frame.SetVisibility(self.frame_check.isChecked())
-            if picked:
-                marker = pv.Sphere(radius=max(0.3, size_mm / 60), center=c)
-                self.plotter.add_mesh(
-                    marker,
-                    name="centre",
-                    color=(1.0, 0.35, 0.3),
-                    reset_camera=False,
-                    render=False,
-                    pickable=False,
+        """Outline the (possibly turned) cube the crown model sees, with its axes.
+
+        ``corners`` are the cube's eight corners in mm in (x, y, z) binary order (as
+        ``FrameTransform.corners_mm`` gives them); ``occlusal`` is drawn as an arrow from the
+        centre, ``mesial`` as a line through it; ``marked`` adds a dot on the centre (a case
+        frame set for this case, not the model's default). None removes the outline.
+        """
+        self.plotter.remove_actor(list(FRAME_ACTORS), render=False)
+        if corners is not None:
+            box = np.asarray(corners, dtype=float).reshape(8, 3)
+            centre = box.mean(axis=0)
+            size = float(np.linalg.norm(box[4] - box[0]))
+            self._add_overlay("frame", box_outline(box), FRAME_COLOR, line_width=1.5)
+            if occlusal is not None:
+                arrow = pv.Arrow(
+                    start=centre,
+                    direction=occlusal,
+                    scale=0.75 * size,
+                    tip_length=0.18,
+                    tip_radius=0.05,
+                    shaft_radius=0.015,
                 )
+                self._add_overlay("occlusal", arrow, OCCLUSAL_COLOR)
+            if mesial is not None:
+                half = 0.5 * size * np.asarray(mesial, dtype=float)
+                self._add_overlay(
+                    "mesial", pv.Line(centre - half, centre + half), MESIAL_COLOR, line_width=3.5
+                )
+            if marked:
+                dot = pv.Sphere(radius=max(0.3, size / 60), center=centre)
+                self._add_overlay("centre", dot, CENTRE_COLOR)
         self.render()
+
+    def _add_overlay(self, name: str, poly: pv.PolyData, color, line_width: float = 1.0) -> None:
+        """Add a frame overlay actor, shown or hidden with the "Crop box" toggle."""
+        actor = self.plotter.add_mesh(
+            poly,
+            name=name,
+            color=color,
+            line_width=line_width,
+            reset_camera=False,
+            render=False,
+            pickable=False,
+        )
+        actor.SetVisibility(self.frame_check.isChecked())
+
+    def frame_points(self, name: str = "frame") -> np.ndarray | None:
+        """The points of a drawn frame overlay (mm), as the renderer has them; None if not shown."""
+        a = self.actor(name)
+        if a is None:
+            return None
+        return np.array(a.GetMapper().GetInput().GetPoints().GetData())
 
     def _set_picking(self, on: bool) -> None:
         if on:
@@ -274,16 +334,41 @@ class Viewer3D(QtWidgets.QWidget):
             a.SetVisibility(on)
             self.render()
 
+    def _show_frame_overlays(self, on: bool) -> None:
+        for name in FRAME_ACTORS:
+            a = self.actor(name)
+            if a is not None:
+                a.SetVisibility(on)
+        self.render()
+
     def _set_opacity(self, name: str, value: float) -> None:
         a = self.actor(name)
         if a is not None:
             a.GetProperty().SetOpacity(value)
             self.render()
 
+    def set_view_axes(self, axes: np.ndarray | None) -> None:
+        """Make the named views follow a case frame (rows mesial, buccolingual, occlusal, in
+        scan mm), or the scan's own axes with None. Takes effect at the next named view."""
+        self._view_axes = None if axes is None else np.asarray(axes, dtype=float).reshape(3, 3)
+
+    def view_vectors(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Camera direction (focal point towards camera) and view-up of a named view."""
+        if self._view_axes is not None:
+            return frame_views(self._view_axes)[name]
+        direction, up = VIEWS[name]
+        return np.array(direction), np.array(up)
+
+    def view_direction(self) -> np.ndarray:
+        """The unit direction from the focal point towards the camera, as shown now."""
+        cam = self.plotter.camera
+        d = np.subtract(cam.position, cam.focal_point)
+        return d / np.linalg.norm(d)
+
     def set_view(self, name: str) -> None:
         """Look from a standard direction; the choice is kept for the next case shown."""
         self.current_view = name
-        direction, up = VIEWS[name]
+        direction, up = self.view_vectors(name)
         self.plotter.view_vector(direction, viewup=up, render=False)
         self.reset_camera()
 
@@ -296,7 +381,7 @@ class Viewer3D(QtWidgets.QWidget):
     def show_new_case(self) -> None:
         """Frame a newly shown case from the last standard view the technician chose."""
         if self.current_view is not None:
-            direction, up = VIEWS[self.current_view]
+            direction, up = self.view_vectors(self.current_view)
             self.plotter.view_vector(direction, viewup=up, render=False)
         self.reset_camera()
 
