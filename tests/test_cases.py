@@ -212,7 +212,7 @@ def test_case_frames_are_stored_replaced_and_cleared(tmp_path):
     turned = CaseFrame((4.0, 5.0, 6.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
     with QaStore(tmp_path) as store:
         store.set_frame("c1", CaseFrame((1.5, -2.0, 3.25)))
-        store.set_frame("c1", turned)
+        store.set_frame("c1", turned, "found")
         store.set_frame("c2", CaseFrame((0.0, 0.0, 0.0), occlusal=(0.0, 0.0, -2.0)))
         with pytest.raises(ValueError):
             store.set_frame("c3", CaseFrame((float("nan"), 0.0, 0.0)))
@@ -220,6 +220,7 @@ def test_case_frames_are_stored_replaced_and_cleared(tmp_path):
         frames = store.frames()
         assert frames["c1"] == turned
         assert frames["c2"] == CaseFrame((0.0, 0.0, 0.0), (0.0, 0.0, -1.0), None)
+        assert store.frame_sources() == {"c1": "found", "c2": "given"}
         store.set_frame("c1", None)
         assert list(store.frames()) == ["c2"]
 
@@ -237,6 +238,7 @@ def test_centres_picked_before_frames_had_directions_still_load(tmp_path):
     db.close()
     with QaStore(tmp_path) as store:
         assert store.frames() == {"old": CaseFrame((1.0, 2.0, 3.0))}
+        assert store.frame_sources() == {"old": "given"}
         store.set_frame("new", CaseFrame((0, 0, 0), (1, 0, 0), (0, 1, 0)))
     with QaStore(tmp_path) as store:
         assert store.frames()["new"].mesial == (0.0, 1.0, 0.0)

@@ -480,12 +480,12 @@ def test_pick_proposes_a_turned_frame_and_the_run_uses_it(
     bounds = np.array(w.viewer3d.crown_bounds()).reshape(3, 2)
     np.testing.assert_allclose(bounds.mean(axis=1), proposed.center, atol=0.6)
     assert cases.read_run_info(w.cases["case_001"])["frame"] == proposed.to_dict()
-    # remembered across a restart, and can be cleared
+    # remembered across a restart with where it came from, and can be cleared
     w.open_workspace(fake_workspace)
     w.select_case("case_001")
     wait_for(qtbot, lambda: w._view_tag is None)
     assert w.frames["case_001"] == proposed
-    assert "set earlier" in w.qa.details.toPlainText()
+    assert "proposed from the picked point" in w.qa.details.toPlainText()
     assert_box_drawn(w, "case_001")
     w.clear_frame()
     assert "case_001" not in w.frames and stored_frame(w, "case_001") is None
@@ -671,3 +671,27 @@ def test_the_real_locator_on_a_scan_without_preparation_says_why(
     assert "internal error" not in w.message_label.text()
     assert stored_frame(w, "case_001") == w.frames["case_001"]
     np.testing.assert_allclose(w.frames["case_001"].center, picked)
+
+
+def test_crown_check_warnings_show_on_the_case(make_window, fake_workspace, qtbot, tmp_path):
+    """The sphere crown is 12 mm across; a manifest that allows at most 10 mm makes every run
+    of it implausible, and the window says so in the status bar and on the case."""
+    import json
+
+    from tests.gui_fixtures import build_colour_model, build_sphere_crown_model, write_manifest
+
+    models = tmp_path / "strict_models"
+    models.mkdir()
+    manifest = build_sphere_crown_model(models)
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    data["checks"] = {"extent_max_mm": [10, 10, 10], "max_base_gap_mm": 100}
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    build_colour_model(models / "colour_seg.onnx")
+    write_manifest(models, "colour_seg.onnx")
+    w = make_window(fake_workspace, models=models)
+    assert run_and_wait(qtbot, w, "case_001") == "generated"
+    warnings = cases.read_run_info(w.cases["case_001"])["warnings"]
+    assert len(warnings) == 3 and all("–10 mm)" in x for x in warnings)
+    assert "3 crown check(s) to look at" in w.message_label.text()
+    details = w.qa.details.toPlainText()
+    assert details.count("Check the crown:") == 3 and "mesio-distal" in details

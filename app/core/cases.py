@@ -244,6 +244,7 @@ CREATE TABLE IF NOT EXISTS centres (
 """
 # Directions of the case frame, added to ``centres`` after it first shipped; NULL = none set.
 _FRAME_COLUMNS = ("ox", "oy", "oz", "mx", "my", "mz")
+_ADDED_COLUMNS = {**{c: "REAL" for c in _FRAME_COLUMNS}, "source": "TEXT"}
 
 
 def _now() -> str:
@@ -340,25 +341,25 @@ class QaStore:
 
     def _migrate(self) -> None:
         have = {row[1] for row in self._db.execute("PRAGMA table_info(centres)")}
-        missing = [c for c in _FRAME_COLUMNS if c not in have]
-        if not missing:
+        if set(_ADDED_COLUMNS) <= have:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             have = {row[1] for row in self._db.execute("PRAGMA table_info(centres)")}
-            for column in _FRAME_COLUMNS:
+            for column, kind in _ADDED_COLUMNS.items():
                 if column not in have:
-                    self._db.execute(f"ALTER TABLE centres ADD COLUMN {column} REAL")
+                    self._db.execute(f"ALTER TABLE centres ADD COLUMN {column} {kind}")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
 
-    def set_frame(self, case: str, frame: CaseFrame | None) -> None:
+    def set_frame(self, case: str, frame: CaseFrame | None, source: str = "given") -> None:
         """Store (or with None, forget) the case frame a technician set or accepted, in mm.
 
         The frame (centre on the preparation, occlusal and mesio-distal directions) is used by
-        every later run of the case until it is changed or cleared.
+        every later run of the case until it is changed or cleared; ``source`` says where it
+        came from (picked, proposed, found, adjusted by hand), for Details and the records.
         """
         if frame is None:
             self._write("DELETE FROM centres WHERE case_name=?", (case,))
@@ -368,8 +369,8 @@ class QaStore:
         self._write(
             "INSERT OR REPLACE INTO centres (case_name, x, y, z, time, user, "
             + ", ".join(_FRAME_COLUMNS)
-            + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (case, *frame.center, _now(), current_user(), *o, *m),
+            + ", source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (case, *frame.center, _now(), current_user(), *o, *m, source),
         )
 
     def frames(self) -> dict[str, CaseFrame]:
@@ -390,6 +391,11 @@ class QaStore:
             except (TypeError, ValueError):
                 continue
         return out
+
+    def frame_sources(self) -> dict[str, str]:
+        """Where each stored case frame came from (``given`` for frames saved without one)."""
+        rows = self._db.execute("SELECT case_name, source FROM centres").fetchall()
+        return {name: source or "given" for name, source in rows}
 
     @staticmethod
     def _qa(row: sqlite3.Row | tuple) -> QaRecord:

@@ -20,8 +20,9 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.core import cases
 from app.core.cases import Case, CaseStatus, Decision, QaRecord, QaStore
-from app.core.crown.frame import CaseFrame, FrameTransform, orthonormal_axes
+from app.core.crown.frame import CaseFrame, FrameTransform
 from app.core.errors import CrownscanError
+from app.core.manifest import Frame
 from app.core.runtime import SessionPool
 
 from .case_list import CaseList
@@ -40,7 +41,7 @@ FRAME_SOURCES = {
     "picked": "picked centre, model's axes",
     "proposed": "proposed from the picked point",
     "found": "found automatically",
-    "stored": "set earlier",
+    "given": "given (command line or earlier version)",
     "default": "model default",
 }
 """How the Details pane names where a case frame came from."""
@@ -51,17 +52,6 @@ class LocateProblem:
     """Why the preparation could not be located (a ``LocateError`` message for the technician)."""
 
     text: str
-
-
-def turned(v: np.ndarray, axis: np.ndarray, degrees: float) -> np.ndarray:
-    """``v`` rotated by ``degrees`` about the unit ``axis``, right-handed (Rodrigues' formula).
-
-    Seen from the tip of ``axis`` a positive angle turns counter-clockwise.
-    """
-    a = np.radians(degrees)
-    k = np.asarray(axis, dtype=float)
-    v = np.asarray(v, dtype=float)
-    return v * np.cos(a) + np.cross(k, v) * np.sin(a) + k * float(k @ v) * (1.0 - np.cos(a))
 
 
 def vec_text(v: np.ndarray | tuple[float, ...]) -> str:
@@ -420,7 +410,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowTitle(f"Crownscan — {folder.name}")
         decisions, runs = store.latest_decisions(), store.latest_runs()
         self.frames = store.frames()
-        self.frame_sources = dict.fromkeys(self.frames, "stored")
+        self.frame_sources = store.frame_sources()
         self.statuses = {
             n: cases.case_status(self.cases[n], decisions.get(n), runs.get(n)) for n in self.order
         }
@@ -656,7 +646,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.store is None:
             return False
         try:
-            self.store.set_frame(name, frame)
+            self.store.set_frame(name, frame, source)
         except CrownscanError as exc:
             self.message(str(exc))
             return False
@@ -757,49 +747,39 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def flip_occlusal(self) -> None:
         """Turn the frame upside down: the occlusal direction points the other way."""
-        self._adjust("occlusal direction flipped", lambda m, o: (m, -o))
+        self._adjust("occlusal direction flipped", lambda f, m: f.flipped(m))
 
     def turn_frame(self, degrees: float) -> None:
         """Turn the box about the occlusal axis (positive: counter-clockwise seen from above)."""
         self._adjust(
-            f"box turned {degrees:+g}° about the occlusal axis",
-            lambda m, o: (turned(m, o, degrees), o),
+            f"box turned {degrees:+g}° about the occlusal axis", lambda f, m: f.turned(m, degrees)
         )
 
     def align_occlusal_to_view(self) -> None:
         """Occlusal := towards the camera, for a view looking down onto the occlusal surface."""
         d = self.viewer3d.view_direction()
+        self._adjust("occlusal aligned to the view", lambda f, m: f.with_occlusal(m, d))
 
-        def change(m: np.ndarray, o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            keep = max((m, np.cross(o, m), o), key=lambda c: np.linalg.norm(c - d * (c @ d)))
-            return keep, d
-
-        self._adjust("occlusal aligned to the view", change)
-
-    def _adjust(
-        self, what: str, change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-    ) -> None:
-        """Apply ``change(mesial, occlusal) -> (mesial, occlusal)`` to the current frame."""
+    def _adjust(self, what: str, change: Callable[[CaseFrame, Frame], CaseFrame]) -> None:
+        """Replace the current case's frame by ``change(frame, model_frame)``."""
         name = self.current
-        axes = self.frame_axes(name) if name is not None else None
-        if name is None or axes is None:
+        frame = self.case_frame(name) if name is not None else None
+        if name is None or frame is None or self.crown_model is None:
             if name is not None:
                 self.message(f"{name}: no frame to adjust (no scan shown or no crown model)")
             return
         self._cancel_locate()
-        m, o = change(axes[0], axes[2])
-        new_axes = orthonormal_axes(o, m)
-        frame = CaseFrame(self.case_frame(name).center, tuple(new_axes[2]), tuple(new_axes[0]))
+        new = change(frame, self.crown_model.frame)
         base = self.frame_sources.get(name, "default").removesuffix("+adjusted")
-        text = f"{name}: {what}; occlusal {vec_text(new_axes[2])}; run again"
-        self._apply_frame(name, frame, base + "+adjusted", text)
+        text = f"{name}: {what}; occlusal {vec_text(new.occlusal)}; run again"
+        self._apply_frame(name, new, base + "+adjusted", text)
 
     def _frame_rows(self, name: str) -> list[tuple[str, str]]:
         """Details rows: where the frame came from, its centre and its directions."""
         stored = name in self.frames
         if not stored and self.crown_model is None:
             return []
-        source = self.frame_sources.get(name, "stored" if stored else "default")
+        source = self.frame_sources.get(name, "given" if stored else "default")
         base, _, adjusted = source.partition("+")
         label = FRAME_SOURCES.get(base, base) + (", adjusted by hand" if adjusted else "")
         if base == "default":
@@ -878,17 +858,18 @@ class MainWindow(QtWidgets.QMainWindow):
         outcome = self.last_outcome.get(name)
         if outcome:
             rows.append(("This session", outcome))
-        warning = None
+        notes = [f"Check the crown: {w}" for w in (info or {}).get("warnings") or []]
         shown = self._shown if self._shown is not None and self._shown.case == name else None
         if self.store is not None and shown is not None and shown.input_hash:
             latest = self.store.latest_decisions().get(name)
             rows.append(("Inputs sha256", shown.input_hash[:16] + "…"))
             if latest is not None and latest.input_hash and latest.input_hash != shown.input_hash:
-                warning = (
+                notes.insert(
+                    0,
                     f"The input files changed after the last decision ({latest.decision.value},"
-                    f" {latest.time[:19].replace('T', ' ')}): that decision judged other inputs."
+                    f" {latest.time[:19].replace('T', ' ')}): that decision judged other inputs.",
                 )
-        self.qa.show_details(rows, self._error_of(name), warning)
+        self.qa.show_details(rows, self._error_of(name), notes)
 
     # ============================================================ runs
     def _run_fn(self, case: Case):
@@ -1049,8 +1030,13 @@ class MainWindow(QtWidgets.QMainWindow):
             self._set_status(tag.case)
             self._set_providers(case_result.providers, self.provider_notes)
             secs = sum(case_result.report.timings_ms.values()) / 1000
-            self.last_outcome[tag.case] = f"generated in {secs:.1f} s"
-            self.message(f"{tag.case}: generated ({len(case_result.written)} files written)")
+            warnings = case_result.crown.warnings
+            checks = f", {len(warnings)} crown check(s) to look at" if warnings else ""
+            self.last_outcome[tag.case] = f"generated in {secs:.1f} s{checks}"
+            self.message(
+                f"{tag.case}: generated ({len(case_result.written)} files written){checks}"
+                + (f": {warnings[0]}" if warnings else "")
+            )
             if tag.case == self.current:
                 self._view_tag = None
                 self._show_view(view)

@@ -140,13 +140,14 @@ class QaPanel(QtWidgets.QWidget):
         self.saved_label.setText(f"Saved: {record.decision.value} by {record.user}, {when} UTC")
 
     def show_details(
-        self, rows: list[tuple[str, str]], error: str | None, warning: str | None = None
+        self, rows: list[tuple[str, str]], error: str | None, notes: list[str] | None = None
     ) -> None:
+        """The case's facts as a table, after its error and any notes worth a look."""
         parts = []
         if error:
             parts.append(f"<p style='color:#ff6b61'><b>Error:</b> {html.escape(error)}</p>")
-        if warning:
-            parts.append(f"<p style='color:#e0b84a'><b>Note:</b> {html.escape(warning)}</p>")
+        for note in notes or []:
+            parts.append(f"<p style='color:#e0b84a'><b>Note:</b> {html.escape(note)}</p>")
         parts.append("<table cellspacing='2'>")
         for k, v in rows:
             parts.append(

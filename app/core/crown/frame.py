@@ -86,9 +86,39 @@ class CaseFrame:
                 return orthonormal_axes(o, candidate)
         raise AssertionError("unreachable: three perpendicular candidates")
 
+    def _with_axes(self, mesial: np.ndarray, occlusal: np.ndarray) -> CaseFrame:
+        axes = orthonormal_axes(occlusal, mesial)
+        return CaseFrame(self.center, tuple(axes[2]), tuple(axes[0]))
+
+    def flipped(self, frame: Frame) -> CaseFrame:
+        """The frame upside down: the occlusal direction reversed, the arch kept."""
+        m, _, o = self.axes(frame)
+        return self._with_axes(m, -o)
+
+    def turned(self, frame: Frame, degrees: float) -> CaseFrame:
+        """The frame turned about its occlusal axis, counter-clockwise seen from above."""
+        m, _, o = self.axes(frame)
+        return self._with_axes(rotate_about(m, o, degrees), o)
+
+    def with_occlusal(self, frame: Frame, direction: Sequence[float]) -> CaseFrame:
+        """The frame with a new occlusal direction (e.g. the view's), keeping as mesio-distal
+        whichever old axis lies most across it."""
+        d = unit_vector(direction, "occlusal direction")
+        keep = max(self.axes(frame), key=lambda c: float(np.linalg.norm(c - d * (c @ d))))
+        return self._with_axes(keep, d)
+
     def to_dict(self) -> dict:
         return {"center": list(self.center), "occlusal": _opt(self.occlusal),
                 "mesial": _opt(self.mesial)}  # fmt: skip
+
+
+def rotate_about(v: np.ndarray, axis: np.ndarray, degrees: float) -> np.ndarray:
+    """``v`` turned by ``degrees`` about the unit ``axis``, counter-clockwise seen from its tip
+    (Rodrigues' formula)."""
+    a = np.radians(degrees)
+    k = np.asarray(axis, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    return v * np.cos(a) + np.cross(k, v) * np.sin(a) + k * float(k @ v) * (1.0 - np.cos(a))
 
 
 def _opt(v: tuple[float, ...] | None) -> list[float] | None:
