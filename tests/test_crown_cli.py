@@ -98,3 +98,59 @@ def test_frame_missing_the_scan_is_exit_4_naming_the_scan(dental_samples, tmp_pa
     assert code == 4 and len(err) == 1
     assert err[0].startswith(f"error: {scan}: ") and "no crown in the frame" in err[0]
     assert not out.exists()
+
+
+def _box_scan(folder: Path) -> Path:
+    import trimesh
+
+    path = folder / "box.stl"
+    path.write_bytes(trimesh.creation.box([10.0, 6.0, 3.0]).export(file_type="stl"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flags", "what"),
+    [
+        (["--occlusal", "0", "1", "0", "--mesial", "0", "-2", "0"], "must not be parallel"),
+        (["--occlusal", "0", "0", "0"], "zero vector"),
+        (["--pick", "1", "2", "3", "--center", "1", "2", "3"], "either --pick or --center"),
+    ],
+)
+def test_contradictory_frame_options_are_exit_2(tmp_path, capsys, flags, what) -> None:
+    manifest = _identity_manifest(tmp_path)
+    out = tmp_path / "o.stl"
+    code = main(["crown", str(_box_scan(tmp_path)), "-o", str(out), "--model", str(manifest),
+                 *flags])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and what in err[0]
+    assert not out.exists()
+
+
+def test_auto_frame_on_a_scan_without_preparation_is_exit_2_naming_it(tmp_path, capsys) -> None:
+    scan = _box_scan(tmp_path)
+    code = main(["crown", str(scan), "-o", str(tmp_path / "o.stl"), "--auto-frame",
+                 "--model", str(_identity_manifest(tmp_path))])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {scan}: cannot place the crown frame: ")
+
+
+def test_given_frame_is_used_and_checks_warn_on_stderr(tmp_path, capsys) -> None:
+    manifest = _identity_manifest(tmp_path, checks={"extent_max_mm": [5, 5, 5]})
+    out = tmp_path / "o.stl"
+    code = main(["crown", str(_box_scan(tmp_path)), "-o", str(out), "--model", str(manifest),
+                 "--json", "--center", "0", "0", "0", "--occlusal", "0", "2", "0",
+                 "--mesial", "1", "0", "1"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0 and out.is_file()
+    report = json.loads(captured.out)
+    assert report["frame_source"] == "given"
+    np.testing.assert_allclose(report["frame_occlusal"], [0, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(report["frame_mesial"], np.array([1, 0, 1]) / np.sqrt(2), atol=1e-6)
+    # the 10 x 6 x 3 mm box seen with occlusal +y is 6 mm tall; the identity model at threshold
+    # 0.5 returns it up to a voxel larger on each side
+    h = SIZE / (VOX - 1)
+    assert 6.0 <= report["checks"]["extents_mm"]["occlusal"] <= 6.0 + 2 * h
+    lines = captured.err.strip().splitlines()
+    assert lines == [f"warning: {out}: {w}" for w in report["checks"]["warnings"]]
+    assert any("mm occlusal (expected 3–5 mm)" in line for line in lines)
