@@ -545,6 +545,7 @@ def run_case(
     roi: bool | None = None,
     smoothing: Any | None = None,
     case_frame: CaseFrame | None = None,
+    frame_source: str = "given",
     overlay_alpha: float = 0.5,
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
@@ -555,7 +556,8 @@ def run_case(
     a cancelled or failed run leaves the case folder exactly as it was. Raises
     :class:`~app.core.errors.Cancelled`, :class:`InputError` naming a broken file, or
     :class:`PipelineError`. ``smoothing`` (a ``manifest.Smoothing``) overrides the model's;
-    ``case_frame`` places and turns the model's frame on the preparation (else the manifest's).
+    ``case_frame`` places and turns the model's frame on the preparation (else the manifest's);
+    ``frame_source`` says where it came from, for ``run.json``.
     """
     from app.core.crown.meshio import load_mesh, write_stl
     from app.core.crown.pipeline import generate_crown
@@ -632,7 +634,7 @@ def run_case(
         "frame": None if case_frame is None else case_frame.to_dict(),
         "timings_ms": {k: round(v, 2) for k, v in report.timings_ms.items()},
         "crown": {"vertices": int(len(crown.mesh.vertices)), "faces": int(len(crown.mesh.faces))},
-        "frame_source": crown.report.info.get("frame_source"),
+        "frame_source": "default" if case_frame is None else frame_source,
         "checks": crown.report.info.get("checks"),
         "warnings": crown.warnings,
         "images": {

@@ -25,7 +25,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"crownscan {__version__}")
     p.add_argument("--workspace", type=Path, help="workspace folder to open (a folder of cases)")
     p.add_argument("--case", help="case to select (folder name)")
+    p.add_argument(
+        "--pick",
+        type=float,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="click this point (mm) on the selected case's preparation: propose its frame",
+    )
+    p.add_argument("--auto-frame", action="store_true", help="find the selected case's preparation")
     p.add_argument("--run", action="store_true", help="run the selected case and wait for it")
+    p.add_argument(
+        "--view",
+        choices=("occlusal", "buccal", "lingual", "mesial", "distal"),
+        help="named 3D view to show (after the steps above, before the screenshot)",
+    )
     p.add_argument("--screenshot", type=Path, help="write a PNG of the whole window")
     p.add_argument("--quit", action="store_true", help="exit after the steps above")
     p.add_argument("--models", type=Path, help="models folder (default: settings, else bundled)")
@@ -166,13 +179,31 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
             if args.workspace is not None or args.quit:
                 return _fail(str(exc), EXIT_INPUT)
             window.message(str(exc))
-        smoke = args.run or args.screenshot is not None or args.quit or args.case is not None
+        smoke = (
+            args.run
+            or args.screenshot is not None
+            or args.quit
+            or args.case is not None
+            or args.pick is not None
+            or args.auto_frame
+        )
         if args.case is not None:
             if args.case not in window.cases:
                 return _fail(f"{workspace}: no case named '{args.case}'", EXIT_INPUT)
             window.select_case(args.case)
         if smoke and window.current is not None:
             _wait(app, lambda: window._view_tag is None, 120)
+        if args.pick is not None or args.auto_frame:
+            if window.current is None:
+                return _fail(f"{workspace}: no case to place a frame on", EXIT_INPUT)
+            located: list[str] = []
+            window.frame_located.connect(lambda case, how: located.append(how))
+            if args.pick is not None:
+                window.set_centre(tuple(args.pick))
+            else:
+                window.find_preparation()
+            if not _wait(app, lambda: bool(located), 120) or located[0] == "problem":
+                return _fail(window.message_label.text() or "no frame was found", EXIT_INPUT)
         if args.run:
             if window.current is None:
                 return _fail(f"{workspace}: no case to run", EXIT_INPUT)
@@ -188,6 +219,8 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
         if smoke:
             _wait(app, lambda: not window.provider_label.text().endswith("loading…"), 60)
             _wait(app, lambda: window._view_tag is None, 60)
+        if args.view is not None:
+            window.viewer3d.set_view(args.view.capitalize())
         if args.screenshot is not None:
             for _ in range(5):
                 app.processEvents()

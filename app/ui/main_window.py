@@ -877,6 +877,7 @@ class MainWindow(QtWidgets.QMainWindow):
         cached = self._cache.get(case.name)
         scan_poly = cached.scan if cached is not None else None
         case_frame = self.frames.get(case.name)
+        frame_source = self.frame_sources.get(case.name, "given")
         smoothing = None
         if s.smoothing != "model":
             from app.core.manifest import Smoothing
@@ -893,6 +894,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 roi=s.roi_flag(),
                 smoothing=smoothing,
                 case_frame=case_frame,
+                frame_source=frame_source,
                 overlay_alpha=s.overlay_opacity,
                 cancel=token,
                 progress=progress,
