@@ -22,9 +22,17 @@ The method, in short:
   gives a basin some 8 mm across and 1.5-4 mm deep. Its deepest smoothed point places the
   crown's axis in the plane, and the direction that encloses it best is the arch (mesial).
 * **Centre height.** The model was trained with the frame centred halfway between the margin
-  and the crown's top on the preparation's axis. The top is read from the neighbours' surface
-  along the arch (the level the crown must reach), the margin from the lowest surface inside
-  the crown's footprint (the margin ledge and the gum beside it).
+  and the crown's top on the preparation's axis. The top is the mean of the highest surface on
+  either side along the arch (the neighbours' cusps: the level the crown must reach). The
+  margin is read on radial profiles around the axis: each runs down the stump's steepest wall
+  to where the slope eases (the margin ledge); the lower third of these heights is the margin
+  (a real margin dips; the gum beyond it lies lower still and is not the margin).
+* **Is it a preparation?** A prepared stump stands free above its margin: on nearly every
+  radial profile its wall falls well down to the margin. A natural tooth lying low in a full
+  arch touches its neighbours (its profiles stay high there), and a missing tooth's gap holds
+  no stump above the gum; both are refused.
+* **A click** only chooses the site: the clicked jaw is searched around it first, then the
+  other, so a click on the antagonist straight above the preparation finds the preparation.
 """
 
 from __future__ import annotations
@@ -62,6 +70,23 @@ WALL_MARGIN_MM = 1.2
 DEFICIT_CAP_MM = 4.0
 """Deficits are capped here before smoothing: the gum between teeth lies far deeper than a
 preparation's top, but it is narrow."""
+RAYS = 24
+"""Radial profiles around the preparation's axis on which the margin is looked for."""
+RAY_STEP_MM = 0.25
+"""Bin length along a radial profile (finer than the height map: a margin ledge is ~1 mm)."""
+WALL_SLOPE = 1.0
+"""A profile steeper than this (height per radial mm, over 0.5 mm) is still the stump's wall."""
+MARGIN_QUANTILE = 33
+"""Percentile of the rays' margin heights taken as the margin: a real margin dips (the crown's
+bottom is its lowest point), while a few rays miss a synthetic ledge and land on the gum."""
+
+
+FREE_DROP_MM = 1.5
+"""Drop from the stump's top to the margin for a radial profile to count as a free wall."""
+MIN_FREE_FRACTION = 0.7
+"""A preparation's wall falls free on at least this share of its profiles (synthetic cases
+give 1.0, the VBCD scan 0.88; a natural tooth lower than its neighbours in a full arch under
+0.5): below it the scan holds no preparation."""
 
 
 class LocateError(ValueError):
@@ -75,7 +100,9 @@ class Location:
     ``depth_mm``: how far the preparation lies below its neighbours (smoothed deficit);
     ``top_mm`` and ``margin_mm``: the crown's top and margin heights along ``occlusal``;
     ``stump_mm``: the preparation's height above its margin; ``radius_mm``: the radius of a
-    disc as large as the stump's upper half, seen along ``occlusal``.
+    disc as large as the stump's upper half, seen along ``occlusal``; ``free_fraction``: the
+    share of radial profiles on which the stump's wall falls at least ``FREE_DROP_MM`` to the
+    margin (a preparation stands free all round, a natural tooth touches its neighbours).
     """
 
     frame: CaseFrame
@@ -84,6 +111,7 @@ class Location:
     margin_mm: float
     stump_mm: float
     radius_mm: float
+    free_fraction: float = 1.0
 
 
 # --------------------------------------------------------------------------- geometry helpers
@@ -207,6 +235,7 @@ class _Maps:
     o: np.ndarray
     e1: np.ndarray
     e2: np.ndarray
+    points: np.ndarray  # (N, 3) the jaw's surface points the map was made from
     origin: np.ndarray  # (2,) plane coordinates of cell (0, 0)'s corner
     height: np.ndarray  # (nx, ny) highest surface per cell, nan where empty
     closing: np.ndarray  # (D, nx, ny) lower of the two sides' highest surface per direction
@@ -258,7 +287,7 @@ def _maps(points: np.ndarray, o: np.ndarray) -> _Maps:
     capped = np.minimum(deficit, DEFICIT_CAP_MM)
     with np.errstate(invalid="ignore", divide="ignore"):
         smooth = np.where(have & (w > 0.3), ndimage.gaussian_filter(capped, sigma) / w, 0.0)
-    return _Maps(o, e1, e2, origin, height, closing, deficit, smooth)
+    return _Maps(o, e1, e2, points, origin, height, closing, deficit, smooth)
 
 
 def _cells_within(maps: _Maps, centre_ij: np.ndarray, radius_mm: float) -> np.ndarray:
@@ -303,6 +332,75 @@ def _stump_centre(maps: _Maps, around: np.ndarray) -> tuple[np.ndarray, float]:
     return centre, radius
 
 
+def _ray_margins(maps: _Maps, axis_xy: np.ndarray, radius: float) -> np.ndarray:
+    """The margin's height on each of ``RAYS`` radial profiles around the axis (``axis_xy``, in
+    plane mm): where the stump's wall stops falling.
+
+    Each profile is the highest surface per 0.25 mm ring in a narrow sector. Its wall is the
+    steepest drop within reach of the stump's edge; walking down it, the margin is where the
+    slope first eases (the ledge). The gum beyond lies lower, so reading the lowest surface
+    would put the margin, and the crown's centre, too low. Rays without data are nan.
+    """
+    rel_xy = np.stack([maps.points @ maps.e1, maps.points @ maps.e2], axis=1) - axis_xy
+    rr = np.hypot(rel_xy[:, 0], rel_xy[:, 1])
+    reach = radius + 4.5
+    near = rr < reach
+    h, rr = (maps.points @ maps.o)[near], rr[near]
+    ang = np.arctan2(rel_xy[near, 1], rel_xy[near, 0])
+    nb = int(reach / RAY_STEP_MM) + 1
+    run = int(round(0.5 / RAY_STEP_MM))
+    lo, hi = int(0.5 * radius / RAY_STEP_MM), int((radius + 3.0) / RAY_STEP_MM)
+    out = []
+    for k in range(RAYS):
+        a0 = -np.pi + 2 * np.pi * k / RAYS
+        sel = np.abs((ang - a0 + np.pi) % (2 * np.pi) - np.pi) < np.pi / RAYS
+        prof = np.full(nb, -np.inf)
+        np.maximum.at(prof, np.minimum((rr[sel] / RAY_STEP_MM).astype(int), nb - 1), h[sel])
+        ok = np.isfinite(prof)
+        if ok.sum() < nb // 2:
+            out.append(np.nan)
+            continue
+        idx = np.arange(nb)
+        prof = np.interp(idx, idx[ok], prof[ok])
+        drop = prof[lo + run : hi + run] - prof[lo:hi]
+        if drop.size == 0:
+            out.append(np.nan)
+            continue
+        j = lo + int(np.argmin(drop))
+        end = min(j + int(3.0 / RAY_STEP_MM), nb - run - 1)
+        while j < end and prof[j + run] - prof[j] < -WALL_SLOPE * 0.5:
+            j += 1
+        out.append(prof[j])
+    return np.array(out)
+
+
+def _neighbours_top(maps: _Maps, centre: np.ndarray, k: int) -> float:
+    """The level the crown must reach: the highest surface on each side of the axis along the
+    arch direction ``k`` (the neighbours' cusps), the mean of the two sides.
+
+    The lower side alone (the closing) would set the crown by its lower neighbour.
+    """
+    have = np.isfinite(maps.height)
+    filled = ndimage.maximum_filter(
+        np.where(have, maps.height, -np.inf), size=3, mode="constant", cval=-np.inf
+    )
+    ii, jj = np.nonzero(_cells_within(maps, centre, 1.5) & have)
+    theta = np.pi * k / DIRECTIONS
+    nx, ny = filled.shape
+    sides = []
+    for s in (1, -1):
+        best = np.full(len(ii), -np.inf)
+        for t in range(1, int(round(REACH_MM / CELL_MM)) + 1):
+            a = ii + int(np.rint(s * t * np.cos(theta)))
+            b = jj + int(np.rint(s * t * np.sin(theta)))
+            inside = (a >= 0) & (b >= 0) & (a < nx) & (b < ny)
+            best[inside] = np.maximum(best[inside], filled[a[inside], b[inside]])
+        best = best[np.isfinite(best)]
+        if best.size:
+            sides.append(float(np.median(best)))
+    return float(np.mean(sides)) if len(sides) == 2 else float("nan")
+
+
 def _read_site(maps: _Maps, peak_ij: np.ndarray) -> Location:
     """The crown's axis, arch direction and centre height around a deficit peak."""
     have = np.isfinite(maps.height)
@@ -319,19 +417,23 @@ def _read_site(maps: _Maps, peak_ij: np.ndarray) -> Location:
     theta = 0.5 * np.arctan2((weight * np.sin(ang)).sum(), (weight * np.cos(ang)).sum())
     best = int(np.argmax(fd))
     mesial = np.cos(theta) * maps.e1 + np.sin(theta) * maps.e2
-    top_level = maps.closing[best][foot]
-    top_level = top_level[np.isfinite(top_level)]
-    top = float(np.percentile(top_level, 75)) if top_level.size else float("nan")
-    margin = float(np.percentile(maps.height[foot], 10))
-    stump = float(np.median(maps.height[core])) - margin
     xy = maps.origin + (centre + 0.5) * CELL_MM
+    top = _neighbours_top(maps, centre, best)
     if not np.isfinite(top):
         top = float(np.nanmax(maps.height[foot]))
+    rays = _ray_margins(maps, xy, stump_radius)
+    rays = rays[np.isfinite(rays)]
+    if len(rays) >= RAYS // 3:
+        margin = float(np.percentile(rays, MARGIN_QUANTILE))
+    else:
+        margin = float(np.percentile(maps.height[foot], 10))
+    stump = float(np.median(maps.height[core])) - margin
+    free = float(np.mean(np.median(maps.height[core]) - rays >= FREE_DROP_MM)) if rays.size else 0.0
     h = 0.5 * (top + margin)
     c = xy[0] * maps.e1 + xy[1] * maps.e2 + h * maps.o
     frame = CaseFrame(center=tuple(c), occlusal=tuple(maps.o), mesial=tuple(mesial))
     depth = float(maps.smooth[tuple(np.rint(centre).astype(int))])
-    return Location(frame, depth, top, margin, stump, stump_radius)
+    return Location(frame, depth, top, margin, stump, stump_radius, free)
 
 
 # ------------------------------------------------------------------------------- public API
@@ -382,8 +484,6 @@ def locate(
                 members = np.zeros_like(members)
                 members[point_piece] = True
                 sign = 1.0 if piece_va[point_piece] @ axis >= 0 else -1.0
-            elif jaw[point_piece] != sign:
-                continue
         if not members.any():
             continue
         o = sign * axis
@@ -397,13 +497,15 @@ def locate(
             score[~_cells_within(maps, pij, radius_mm)] = 0.0
         score[~have] = 0.0
         peak = np.array(np.unravel_index(int(np.argmax(score)), score.shape))
-        candidates.append((float(score[tuple(peak)]), maps, peak, keep))
-        if point_piece is not None:
+        own = point_piece is None or jaw[point_piece] in (0, sign)
+        candidates.append((float(score[tuple(peak)]), maps, peak, keep, own))
+        if point_piece is not None and jaw[point_piece] == 0:
             break
     if not candidates:
         raise LocateError("no jaw surface found; load the intraoral scan of the prepared arch")
-    candidates.sort(key=lambda c: -c[0])
-    best_score, maps, peak, keep = candidates[0]
+    # the clicked jaw first, then the deeper site
+    candidates.sort(key=lambda c: (not c[4], -c[0]))
+    best_score = max(c[0] for c in candidates)
     if best_score < MIN_DEPTH_MM:
         where = "near the clicked point" if point is not None else "in the scan"
         raise LocateError(
@@ -411,9 +513,32 @@ def locate(
             f"(deepest gap {best_score:.1f} mm). The scan must show the prepared tooth with a "
             "neighbour on each side; otherwise place the crown centre by hand"
         )
+    # the other jaw when a site is no preparation: a click on the antagonist above the
+    # preparation finds it in the jaw below
+    first_error = None
+    for score, maps, peak, keep, _ in candidates:
+        if score < MIN_DEPTH_MM:
+            break
+        try:
+            return _refine_and_check(maps, peak, keep_faces(keep), points[keep], face_centres, va)
+        except LocateError as error:
+            first_error = first_error or error
+    raise first_error
+
+
+def _refine_and_check(
+    maps: _Maps,
+    peak: np.ndarray,
+    jaw_faces: np.ndarray,
+    jaw_points: np.ndarray,
+    face_centres: np.ndarray,
+    va: np.ndarray,
+) -> Location:
+    """Read the site at ``peak``, re-read it along the preparation's own axis and check that it
+    is a preparation (deep enough, standing free above a margin, with a stump)."""
+    areas = np.linalg.norm(va, axis=1)
     loc = _read_site(maps, peak)
     normals = va / np.maximum(areas[:, None], 1e-12)
-    jaw_faces = keep_faces(keep)
     o_jaw = maps.o
     for _ in range(REFINE_STEPS):
         # the preparation's axis from its walls, then read the site again around it
@@ -423,7 +548,7 @@ def locate(
         # between the jaw's direction and the walls': real preparations are not
         # always cut symmetric about the tooth's axis, and crops are not cut square to it
         o_new = WALL_WEIGHT * o_walls + (1 - WALL_WEIGHT) * o_jaw
-        maps = _maps(points[keep], o_new / np.linalg.norm(o_new))
+        maps = _maps(jaw_points, o_new / np.linalg.norm(o_new))
         c = np.asarray(loc.frame.center)
         xy = np.array([c @ maps.e1, c @ maps.e2])
         loc = _read_site(maps, (xy - maps.origin) / CELL_MM - 0.5)
@@ -433,6 +558,13 @@ def locate(
             f"only {loc.depth_mm:.1f} mm below its surroundings. The scan must show the "
             "prepared tooth with a neighbour on each side; otherwise place the crown centre by "
             "hand"
+        )
+    if loc.free_fraction < MIN_FREE_FRACTION:
+        raise LocateError(
+            f"no preparation found: the tooth lying deepest, at {_fmt(loc.frame.center)} mm, does "
+            f"not stand free above a margin (its wall falls to a margin on only "
+            f"{100 * loc.free_fraction:.0f}% of its sides): it looks like a natural tooth. Load "
+            "the scan of the prepared arch, or place the crown centre by hand"
         )
     if loc.stump_mm < MIN_STUMP_MM:
         raise LocateError(
