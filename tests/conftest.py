@@ -10,7 +10,7 @@ import pytest
 DENTAL_SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "dental-samples"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def dental_samples() -> Path:
     """The real dental meshes beside the project (test data only, never copied in)."""
     if not DENTAL_SAMPLES.is_dir():
