@@ -44,7 +44,6 @@ DISPLACEMENT = 0.0722
 K = 10.0
 STAGES = ((1, (16,)), (16, (32, 32)), (32, (64, 64)), (64, (128, 128)), (128, (128, 128)))
 HIDDEN = 256
-FEATURES = (1 + 16 + 32 + 64 + 128 + 128) * 7
 
 
 class _Builder:
@@ -120,17 +119,28 @@ def _he(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.nda
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 
 
-def build(sampler: str = "native", seed: int = 0) -> onnx.ModelProto:
-    """The benchmark model (see module docstring); same weights for both samplers."""
+def build(
+    sampler: str = "native",
+    seed: int = 0,
+    *,
+    resolution: int = RESOLUTION,
+    stages: tuple = STAGES,
+    hidden: int = HIDDEN,
+) -> onnx.ModelProto:
+    """The benchmark model (see module docstring); same weights for both samplers.
+
+    ``resolution``, ``stages`` ((in channels, (out channels per conv, ...)), ...) and
+    ``hidden`` make smaller models of the same structure for tests.
+    """
     if sampler not in ("native", "plain"):
         raise ValueError(f"sampler must be 'native' or 'plain', got {sampler!r}")
     sample = _native_sample if sampler == "native" else _plain_sample
     rng = np.random.default_rng(seed)
     b = _Builder()
-    r = RESOLUTION
+    r = resolution
     volumes = [(b.op("Unsqueeze", ["x", b.const([1], np.int64)], "vol"), (1, 1, r, r, r))]
     net, size = volumes[0][0], r
-    for i, (cin, couts) in enumerate(STAGES):
+    for i, (cin, couts) in enumerate(stages):
         if i > 0:
             net = b.op("MaxPool", [net], "pool", kernel_shape=[2, 2, 2], strides=[2, 2, 2])
             size //= 2
@@ -145,9 +155,10 @@ def build(sampler: str = "native", seed: int = 0) -> onnx.ModelProto:
                            b.const(displacements().reshape(1, 1, 7, 1, 3))])  # fmt: skip
     feats = [sample(b, vol, shifted, shape) for vol, shape in volumes]
     joined = b.op("Concat", feats, axis=1)
-    net = b.op("Reshape", [joined, b.const([1, FEATURES, -1], np.int64)], "features")
+    features = 7 * sum(shape[1] for _, shape in volumes)
+    net = b.op("Reshape", [joined, b.const([1, features, -1], np.int64)], "features")
 
-    sizes = [FEATURES, HIDDEN, HIDDEN, HIDDEN]
+    sizes = [features, hidden, hidden, hidden]
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         wgt = _he(rng, (fan_out, fan_in), fan_in) * 0.5
         bias = rng.normal(0, 0.01, fan_out).astype(np.float32)
@@ -156,7 +167,7 @@ def build(sampler: str = "native", seed: int = 0) -> onnx.ModelProto:
         wgt[1:, 0] = 0.0
         net = b.op("Conv", [net, b.const(wgt[..., None]), b.const(bias)])
         net = b.op("Relu", [net])
-    w_out = rng.normal(0, 0.01, (1, HIDDEN)).astype(np.float32)
+    w_out = rng.normal(0, 0.01, (1, hidden)).astype(np.float32)
     w_out[0, 0] = K
     logits = b.op("Conv", [net, b.const(w_out[..., None]), b.const([-K / 2])])
     b.nodes.append(helper.make_node("Reshape", [logits, b.const([1, -1], np.int64)], ["out"]))
