@@ -235,8 +235,8 @@ def test_split_parts_are_cached_by_model_hash(tmp_path, pool, monkeypatch) -> No
     assert again.encoder == first.encoder and again.features == first.features
 
     save(identity_crown_model(k=5.0), tmp_path / "cached.onnx")  # same name, new content
-    with pytest.raises(AssertionError, match="prepared again"):
-        CrownEvaluator(spec, pool, voxels)
+    changed = CrownEvaluator(spec, pool, voxels).plan  # a new hash: prepared (and refused) anew
+    assert changed.path == "one graph" and "prepared again" in changed.reason
 
 
 def test_batches_shrink_to_the_memory_budget_with_the_same_values(tmp_path, pool) -> None:
@@ -299,3 +299,25 @@ def test_benchmark_model_fast_paths_match_the_graph_and_follow_the_input(benchma
     deep, clear = radius < 0.27, (radius > 0.33) & in_box
     assert deep.sum() > 50 and clear.sum() > 50
     assert np.all(results["native"][deep] > 4.5) and np.all(results["native"][clear] < -4.5)
+
+
+def test_a_failing_analysis_falls_back_to_the_graph_and_is_not_cached(tmp_path, pool, monkeypatch):
+    from app.core.crown import graph_split
+
+    spec = _manifest(tmp_path, identity_crown_model(k=7.0), "broken")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("unexpected graph\nsecond line")
+
+    monkeypatch.setattr(graph_split, "split_graph", boom)
+    result = generate_crown(_box_scan(), spec, pool)
+    assert (
+        result.report.info["decoder_path"]
+        == "one graph (split failed: RuntimeError unexpected graph)"
+    )
+    assert result.watertight
+    monkeypatch.undo()
+    monkeypatch.setattr(decoder_plan, "_memo", {})
+    assert (
+        CrownEvaluator(spec, pool, np.zeros((20, 20, 20), np.float32)).plan.path == "split+gather"
+    )

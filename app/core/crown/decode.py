@@ -97,7 +97,8 @@ class CrownEvaluator:
     runs and why). :meth:`evaluate` splits points into batches of ``batch_points`` (the
     manifest's count, lowered to fit the decoder memory budget), checks ``cancel`` between
     batches, and counts the points and batches it ran. ``decode_ms`` / ``encode_ms`` hold the
-    time spent in the model.
+    time spent in the model. ``plan`` (one-graph models) replaces the plan the manifest would
+    give, for benchmarks and tests.
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class CrownEvaluator:
         *,
         cancel: CancelToken | None = None,
         on_batch: Callable[[int], None] | None = None,
+        plan: DecoderPlan | None = None,
     ) -> None:
         self.model = model
         self.cancel = cancel
@@ -121,7 +123,7 @@ class CrownEvaluator:
         gen = model.generation
         self._static: dict[str, np.ndarray]
         if model.onnx is not None:
-            self.plan = self._one_graph_plan(pool)
+            self.plan = self._one_graph_plan(pool) if plan is None else plan
             if self.plan.split:
                 encoder = pool.get(self.plan.encoder)
                 self.session = pool.get(self.plan.decoder)

@@ -220,7 +220,14 @@ def plan_decoder(
         work = folder.with_name(f"{key}.{os.getpid()}.{threading.get_ident()}")
         work.mkdir(parents=True, exist_ok=True)
         try:
-            plan = _prepare(onnx_path, voxels, points, resolution, rewrite, work)
+            try:
+                plan = _prepare(onnx_path, voxels, points, resolution, rewrite, work)
+            except Exception as exc:  # the analysis must never stop a crown run
+                detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                plan = DecoderPlan("one graph", f"split failed: {type(exc).__name__} {detail}")
+                with _memo_lock:  # not written to the cache: it may not happen next time
+                    _memo[key] = plan
+                return plan
             for item in work.iterdir():
                 os.replace(item, folder / item.name)
             for attr in ("encoder", "decoder"):
