@@ -321,3 +321,18 @@ def test_a_failing_analysis_falls_back_to_the_graph_and_is_not_cached(tmp_path, 
     assert (
         CrownEvaluator(spec, pool, np.zeros((20, 20, 20), np.float32)).plan.path == "split+gather"
     )
+
+
+def test_a_rewrite_that_changes_the_output_is_not_used(tmp_path, pool, monkeypatch) -> None:
+    from app.core.crown import gather_sampler
+
+    real = gather_sampler._gather_nodes
+
+    def misaligned(b, rows, grid, shape, align, out):
+        real(b, rows, grid, shape, not align, out)
+
+    monkeypatch.setattr(gather_sampler, "_gather_nodes", misaligned)
+    spec = _manifest(tmp_path, identity_crown_model(k=3.0), "misaligned")  # not cached yet
+    plan = CrownEvaluator(spec, pool, np.zeros((20, 20, 20), np.float32)).plan
+    assert plan.path == "split" and plan.parity is not None and plan.parity <= TOL
+    assert plan.reason.startswith("split+gather differs from the graph by")
