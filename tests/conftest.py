@@ -10,6 +10,20 @@ import pytest
 DENTAL_SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "dental-samples"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep what runs write to the user cache (split crown models) out of the real one."""
+    cache = tmp_path_factory.mktemp("user-cache")
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "LOCALAPPDATA")}
+    os.environ["XDG_CACHE_HOME"] = os.environ["LOCALAPPDATA"] = str(cache)
+    yield cache
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def dental_samples() -> Path:
     """The real dental meshes beside the project (test data only, never copied in)."""

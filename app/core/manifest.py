@@ -37,16 +37,21 @@ class Frame:
 
 @dataclass(frozen=True)
 class Generation:
-    """Dense query grid, decision threshold and decoder batch size.
+    """Dense query grid, decision threshold and decoder batching.
 
     ``coarse_resolution`` (optional) turns on coarse-to-fine evaluation: the grid is evaluated
-    at that resolution first and refined only near the surface.
+    at that resolution first and refined only near the surface. A batch holds at most
+    ``batch_points`` points, fewer when the decoder's intermediate tensors would exceed
+    ``decoder_memory_mb``. ``fast_decoder`` lets a one-graph model be split into encoder and
+    decoder with a gather sampler (see ``app.core.crown.decoder_plan``); false runs it as is.
     """
 
     resolution: int
     threshold: float
     batch_points: int
     coarse_resolution: int | None = None
+    decoder_memory_mb: int = 1536
+    fast_decoder: bool = True
 
 
 @dataclass(frozen=True)
@@ -332,6 +337,8 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
         threshold=gen_r.number("threshold", 0.0, 1.0, 0.5),
         batch_points=gen_r.integer("batch_points", 1, 50_000_000, 200_000),
         coarse_resolution=coarse,
+        decoder_memory_mb=gen_r.integer("decoder_memory_mb", 16, 1_000_000, 1536),
+        fast_decoder=gen_r.boolean("fast_decoder", True),
     )
     gen_r.done()
 

@@ -24,9 +24,16 @@ def sample_workspace_dir() -> Path:
 
 
 def user_cache_dir() -> Path:
-    """Per-user cache (TensorRT engines), created on demand by the caller."""
+    """Per-user cache (TensorRT engines, split crown models), created on demand by the caller."""
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
         return base / "Crownscan" / "cache"
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "crownscan"
+
+
+def cache_folder(*parts: str) -> Path:
+    """A folder inside the user cache, created if missing."""
+    folder = user_cache_dir().joinpath(*parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -1,8 +1,9 @@
 """Running a crown model: the voxel grid in once, query points in batches, one value per point.
 
 A model comes as one graph (voxels + points -> output) or in two parts (an encoder run once on
-the voxels, a decoder run per batch on its features + points). Points are fed in the model's
-convention: ``ifnet`` = grid_sample order and scale, ``2 * (z, y, x)``; ``unit`` = as is.
+the voxels, a decoder run per batch on its features + points); a one-graph model is split into
+two parts when it can be. Points are fed in the model's convention: ``ifnet`` = grid_sample
+order and scale, ``2 * (z, y, x)``; ``unit`` = as is.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from app.core.crown.decoder_memory import batch_for_budget
+from app.core.crown.decoder_plan import DecoderPlan, decoder_cost, plan_decoder
 from app.core.errors import ModelError, PipelineError
 from app.core.manifest import CrownModel
 from app.core.report import CancelToken
@@ -89,9 +92,13 @@ def _voxel_feed(session: ModelSession, name: str, voxels: np.ndarray) -> np.ndar
 class CrownEvaluator:
     """Evaluates a crown model at unit-cube points for one voxel grid.
 
-    The encoder (two-part models) runs once in the constructor. :meth:`evaluate` splits points
-    into batches of ``batch_points``, checks ``cancel`` between batches, and counts the points
-    and batches it ran. ``decode_ms`` / ``encode_ms`` hold the time spent in the model.
+    The encoder runs once in the constructor: a two-part model's own, or the encoder split
+    off a one-graph model (see :mod:`app.core.crown.decoder_plan`; ``plan`` says how the model
+    runs and why). :meth:`evaluate` splits points into batches of ``batch_points`` (the
+    manifest's count, lowered to fit the decoder memory budget), checks ``cancel`` between
+    batches, and counts the points and batches it ran. ``decode_ms`` / ``encode_ms`` hold the
+    time spent in the model. ``plan`` (one-graph models) replaces the plan the manifest would
+    give, for benchmarks and tests.
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class CrownEvaluator:
         *,
         cancel: CancelToken | None = None,
         on_batch: Callable[[int], None] | None = None,
+        plan: DecoderPlan | None = None,
     ) -> None:
         self.model = model
         self.cancel = cancel
@@ -110,31 +118,73 @@ class CrownEvaluator:
         self.batches = 0
         self.encode_ms = 0.0
         self.decode_ms = 0.0
-        vname = model.inputs["voxels"]
+        self.encoded = False
+        vname, pname = model.inputs["voxels"], model.inputs["points"]
+        gen = model.generation
         self._static: dict[str, np.ndarray]
         if model.onnx is not None:
-            self.session = pool.get(model.onnx)
-            _require_inputs(self.session, [vname, model.inputs["points"]], "model")
-            _require_outputs(self.session, [model.output], "model")
-            self._static = {vname: _voxel_feed(self.session, vname, voxels)}
+            self.plan = self._one_graph_plan(pool) if plan is None else plan
+            if self.plan.split:
+                encoder = pool.get(self.plan.encoder)
+                self.session = pool.get(self.plan.decoder)
+                self._encode(encoder, self.plan.features, voxels)
+                self.session_paths = [self.plan.encoder, self.plan.decoder]
+            else:
+                self.session = pool.get(model.onnx)
+                _require_inputs(self.session, [vname, pname], "model")
+                _require_outputs(self.session, [model.output], "model")
+                self._static = {vname: _voxel_feed(self.session, vname, voxels)}
+                self.session_paths = [model.onnx]
         else:
             encoder = pool.get(model.encoder_onnx)
             self.session = pool.get(model.decoder_onnx)
             _require_inputs(encoder, [vname], "encoder")
             _require_outputs(encoder, list(model.features), "encoder")
-            _require_inputs(self.session, [*model.features, model.inputs["points"]], "decoder")
+            _require_inputs(self.session, [*model.features, pname], "decoder")
             _require_outputs(self.session, [model.output], "decoder")
-            t0 = time.perf_counter()
-            feats = encoder.run(list(model.features), {vname: _voxel_feed(encoder, vname, voxels)})
-            self.encode_ms = (time.perf_counter() - t0) * 1000.0
-            self._static = dict(zip(model.features, feats, strict=True))
+            self._encode(encoder, list(model.features), voxels)
+            self.plan = DecoderPlan("two parts", bytes_per_point=decoder_cost(
+                model.decoder_onnx, pname))  # fmt: skip
+            self.session_paths = [model.encoder_onnx, model.decoder_onnx]
+        self.batch_points = batch_for_budget(
+            self.plan.bytes_per_point, gen.decoder_memory_mb * 2**20, gen.batch_points
+        )
+
+    def _one_graph_plan(self, pool: SessionPool) -> DecoderPlan:
+        model = self.model
+        vname, pname = model.inputs["voxels"], model.inputs["points"]
+        if not model.generation.fast_decoder:
+            return DecoderPlan("one graph", "fast_decoder is false in the manifest",
+                               bytes_per_point=decoder_cost(model.onnx, pname))  # fmt: skip
+        plan = plan_decoder(model.onnx, vname, pname, model.voxel_resolution)
+        if plan.split:
+            try:
+                pool.get(plan.encoder)
+                pool.get(plan.decoder)
+            except ModelError as exc:
+                return DecoderPlan("one graph", f"split parts do not load: {exc.message}",
+                                   bytes_per_point=decoder_cost(model.onnx, pname))  # fmt: skip
+        return plan
+
+    def _encode(self, encoder: ModelSession, features: list[str], voxels: np.ndarray) -> None:
+        """Run the encoder once; features it does not make (the voxels themselves) are fed."""
+        vname = self.model.inputs["voxels"]
+        feed = _voxel_feed(encoder, vname, voxels)
+        made = [f for f in features if f != vname]
+        t0 = time.perf_counter()
+        feats = encoder.run(made, {vname: feed})
+        self.encode_ms = (time.perf_counter() - t0) * 1000.0
+        self._static = dict(zip(made, feats, strict=True))
+        if vname in features:
+            self._static[vname] = feed
+        self.encoded = True
 
     def evaluate(self, points_unit: np.ndarray) -> np.ndarray:
         """Raw model output (logit or probability) at each point, float32 (N,)."""
         pts = to_model_points(points_unit, self.model.point_convention)
         n = len(pts)
         out = np.empty(n, dtype=np.float32)
-        step = self.model.generation.batch_points
+        step = self.batch_points
         name = self.model.inputs["points"]
         flat_points = len(_input_shape(self.session, name)) == 2
         for start in range(0, n, step):

@@ -110,8 +110,8 @@ def _generate(
 
     with report.stage("session"):
         evaluator = CrownEvaluator(model, pool, voxels, cancel=cancel, on_batch=on_batch)
-        report.providers = pool.providers_for(list(model.onnx_files))
-    if model.onnx is None:
+        report.providers = pool.providers_for(evaluator.session_paths)
+    if evaluator.encoded:
         report.timings_ms["session"] -= evaluator.encode_ms
         report.timings_ms["encode"] = evaluator.encode_ms
     tick("encode")
@@ -179,6 +179,8 @@ def _generate(
         {
             "decoder_points": int(evaluator.points),
             "batches": int(evaluator.batches),
+            "batch_points": int(evaluator.batch_points),
+            "decoder_path": evaluator.plan.label,
             "resolution": res,
             "requested_resolution": requested,
             "coarse_resolution": coarse,

@@ -1,0 +1,79 @@
+"""How many points per decoder batch fit a memory budget.
+
+The decoder's intermediate tensors grow with the number of points in a batch (IF-Net: about
+30 kB per point, 5 GB at 100k points), so the batch size is chosen from a budget rather than
+a fixed count. The bytes per point come from shape inference at two point counts: each
+tensor's size is linear in the count, and a walk over the nodes in graph order (each tensor
+alive from its producer to its last reader) gives the peak of the live per-point bytes.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper
+
+MIN_BATCH = 256
+_PROBE = (1024, 2048)
+
+
+def _sizes(model: onnx.ModelProto, points: str, count: int) -> dict[str, int | None]:
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    for item in m.graph.input:
+        if item.name == points:
+            dims = item.type.tensor_type.shape.dim
+            for dim in dims:
+                if not dim.HasField("dim_value"):
+                    dim.Clear()
+                    dim.dim_value = count
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+    except Exception:  # inference errors come in several types
+        return {}
+    g = inferred.graph
+    sizes: dict[str, int | None] = {}
+    for info in [*g.input, *g.output, *g.value_info]:
+        t = info.type.tensor_type
+        if not t.HasField("shape") or not all(d.HasField("dim_value") for d in t.shape.dim):
+            sizes[info.name] = None
+            continue
+        n = 1
+        for d in t.shape.dim:
+            n *= d.dim_value
+        sizes[info.name] = n * helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+    return sizes
+
+
+def bytes_per_point(model: onnx.ModelProto, points: str) -> float | None:
+    """Peak bytes of the tensors alive at once, per query point; None when a shape that
+    depends on the points cannot be inferred."""
+    a, b = (_sizes(model, points, n) for n in _PROBE)
+    if not a or not b:
+        return None
+    slope: dict[str, float] = {}
+    for node in model.graph.node:
+        for out in node.output:
+            if not out:
+                continue
+            sa, sb = a.get(out), b.get(out)
+            if sa is None or sb is None:
+                return None
+            slope[out] = (sb - sa) / (_PROBE[1] - _PROBE[0])
+    last_read = {x: i for i, n in enumerate(model.graph.node) for x in n.input}
+    outputs = {o.name for o in model.graph.output}
+    live = {points: (b.get(points) or 0) / _PROBE[1]}
+    peak = sum(live.values())
+    for i, node in enumerate(model.graph.node):
+        live.update({o: slope[o] for o in node.output if o})
+        peak = max(peak, sum(live.values()))
+        for x in set(node.input):
+            if last_read.get(x) == i and x not in outputs:
+                live.pop(x, None)
+    return peak
+
+
+def batch_for_budget(per_point: float | None, budget_bytes: int, cap: int) -> int:
+    """Points per batch: as many as the budget holds, at most ``cap`` (the manifest's
+    ``batch_points``), at least :data:`MIN_BATCH`; ``cap`` when the cost is unknown."""
+    if per_point is None or per_point <= 0:
+        return cap
+    return max(MIN_BATCH, min(cap, int(budget_bytes // per_point)))
