@@ -200,22 +200,12 @@ class FakeLocate:
 
 @pytest.fixture
 def fake_locate(monkeypatch) -> FakeLocate:
-    """Patch the locate module's functions (a stand-in module while it does not exist yet)."""
-    import importlib
-    import sys
-    import types
+    """Patch the locate module's two functions with a :class:`FakeLocate`."""
+    from app.core.crown import locate
 
-    try:
-        module = importlib.import_module("app.core.crown.locate")
-    except ModuleNotFoundError as exc:
-        if exc.name != "app.core.crown.locate":
-            raise
-        module = types.ModuleType("app.core.crown.locate")
-        module.LocateError = type("LocateError", (ValueError,), {})
-        monkeypatch.setitem(sys.modules, "app.core.crown.locate", module)
-    fake = FakeLocate(module.LocateError)
-    monkeypatch.setattr(module, "propose_frame", fake.propose_frame, raising=False)
-    monkeypatch.setattr(module, "find_preparation", fake.find_preparation, raising=False)
+    fake = FakeLocate(locate.LocateError)
+    monkeypatch.setattr(locate, "propose_frame", fake.propose_frame)
+    monkeypatch.setattr(locate, "find_preparation", fake.find_preparation)
     return fake
 
 

@@ -514,6 +514,26 @@ def test_a_late_proposal_never_lands_on_another_case(
     np.testing.assert_allclose(corners.mean(axis=0), sphere_centre(2), atol=1e-6)
 
 
+def test_run_pressed_while_the_frame_is_proposed_waits_for_it(
+    make_window, fake_workspace, qtbot, fake_locate
+):
+    w = make_window(fake_workspace)
+    w.select_case("case_001")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    fake_locate.proposal = (TILTED, (1.0, 0.0, 0.0))
+    fake_locate.gate = threading.Event()
+    w.set_centre(tuple(sphere_centre(1)))
+    wait_for(qtbot, lambda: len(fake_locate.calls) == 1, 10000)
+    w.run_current()
+    assert w._run_tag is None and "once the frame is proposed" in w.message_label.text()
+    with qtbot.waitSignal(w.run_finished, timeout=120000) as blocker:
+        fake_locate.gate.set()
+    assert blocker.args[1] == "generated"
+    info = cases.read_run_info(w.cases["case_001"])
+    assert info["frame"] == w.frames["case_001"].to_dict() and info["frame_source"] == "proposed"
+    np.testing.assert_allclose(info["frame"]["occlusal"], unit(TILTED), atol=1e-6)
+
+
 def test_frame_corrections_apply_at_once_from_the_keyboard(
     make_window, fake_workspace, qtbot, fake_locate
 ):

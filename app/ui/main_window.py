@@ -122,6 +122,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.frames: dict[str, CaseFrame] = {}
         self.frame_sources: dict[str, str] = {}
         self._locate_tag: Tag | None = None
+        self._run_after_locate: str | None = None
         self._shown: CaseView | None = None
         self._closed = False
 
@@ -718,6 +719,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return True
 
     def _cancel_locate(self) -> None:
+        self._run_after_locate = None
         if self._locate_tag is not None:
             self.runner.cancel(self._locate_tag)
             self._locate_tag = None
@@ -737,6 +739,7 @@ class MainWindow(QtWidgets.QMainWindow):
         text = f"{name}: frame {FRAME_SOURCES[source]}, occlusal {o}; check it, then run"
         self._apply_frame(name, result, source, text)
         self.frame_located.emit(name, source)
+        self._run_if_waiting(name)
 
     def _locate_failed(self, tag: Tag, text: str) -> None:
         kept = "the picked centre is kept" if tag.kind == "propose" else "the frame is unchanged"
@@ -744,6 +747,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.message(f"{tag.case}: {text}; {kept}")
         self._show_details()
         self.frame_located.emit(tag.case, "problem")
+        self._run_if_waiting(tag.case)
 
     def flip_occlusal(self) -> None:
         """Turn the frame upside down: the occlusal direction points the other way."""
@@ -918,7 +922,17 @@ class MainWindow(QtWidgets.QMainWindow):
             if self.crown_model is None:
                 self.message("No crown model: " + "; ".join(self.model_errors))
             return
+        if self._locate_tag is not None and self._locate_tag.case == name:
+            # the run must use the frame being proposed, not the bare picked centre
+            self._run_after_locate = name
+            self.message(f"{name}: the run starts once the frame is proposed…")
+            return
         self._start_run(name)
+
+    def _run_if_waiting(self, name: str) -> None:
+        if self._run_after_locate == name:
+            self._run_after_locate = None
+            self.run_current()
 
     def _start_run(self, name: str) -> None:
         case = self.cases[name]
