@@ -202,31 +202,6 @@ def _jaw_axis(piece_va: np.ndarray, piece_area: np.ndarray) -> tuple[np.ndarray,
     return axis, jaw
 
 
-def local_occlusal(
-    vertices: np.ndarray, faces: np.ndarray, point: np.ndarray, radius_mm: float
-) -> np.ndarray:
-    """The occlusal direction at ``point``: the vector area of the clicked piece's surface
-    within ``radius_mm`` of it (normals of the prep, its walls and the gum around it).
-
-    Faces of other pieces (the antagonist, which faces the other way) are left out; when the
-    scan is one piece, all faces within the radius count.
-    """
-    v, f = _check_mesh(vertices, faces)
-    p = np.asarray(point, dtype=np.float64).reshape(3)
-    _, labels = _face_labels(v, f)
-    centres = v[f].mean(axis=1)
-    near = np.linalg.norm(centres - p, axis=1) <= radius_mm
-    if not near.any():
-        raise LocateError("the clicked point is not on the scan; click on the preparation")
-    d = np.linalg.norm(centres[near] - p, axis=1)
-    piece = labels[near][int(np.argmin(d))]
-    va = _vector_areas(v, f)[near & (labels == piece)].sum(axis=0)
-    n = float(np.linalg.norm(va))
-    if n < 1e-9:
-        raise LocateError("the surface around the clicked point has no clear direction")
-    return va / n
-
-
 # ------------------------------------------------------------------------------ height maps
 
 
