@@ -35,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from tests.onnx_builders import _Graph
 
 RECIPE_VERSION = 1
 OPSET = 20
@@ -44,29 +46,6 @@ DISPLACEMENT = 0.0722
 K = 10.0
 STAGES = ((1, (16,)), (16, (32, 32)), (32, (64, 64)), (64, (128, 128)), (128, (128, 128)))
 HIDDEN = 256
-
-
-class _Builder:
-    """Nodes and initializers with unique names."""
-
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self._n = 0
-
-    def name(self, hint: str) -> str:
-        self._n += 1
-        return f"{hint}_{self._n}"
-
-    def const(self, value, dtype=np.float32, hint: str = "c") -> str:
-        name = self.name(hint)
-        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs) -> str:
-        out = self.name(hint or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
-        return out
 
 
 def displacements() -> np.ndarray:
@@ -80,12 +59,12 @@ def displacements() -> np.ndarray:
     return np.asarray(d, np.float32)
 
 
-def _native_sample(b: _Builder, volume: str, grid: str, shape: tuple[int, ...]) -> str:
+def _native_sample(b: _Graph, volume: str, grid: str, shape: tuple[int, ...]) -> str:
     return b.op("GridSample", [volume, grid], "feat", mode="linear", padding_mode="zeros",
                 align_corners=1)  # fmt: skip
 
 
-def _plain_sample(b: _Builder, volume: str, grid: str, shape: tuple[int, ...]) -> str:
+def _plain_sample(b: _Graph, volume: str, grid: str, shape: tuple[int, ...]) -> str:
     """Trilinear sampling (align_corners, zero padding) of (1, C, D, H, W) at grid
     (1, 1, 7, N, 3) -> (1, C, 1, 7, N), gathering from the volume flattened to (1, C, D*H*W)."""
     _, c, d, h, w = shape
@@ -136,7 +115,7 @@ def build(
         raise ValueError(f"sampler must be 'native' or 'plain', got {sampler!r}")
     sample = _native_sample if sampler == "native" else _plain_sample
     rng = np.random.default_rng(seed)
-    b = _Builder()
+    b = _Graph()
     r = resolution
     volumes = [(b.op("Unsqueeze", ["x", b.const([1], np.int64)], "vol"), (1, 1, r, r, r))]
     net, size = volumes[0][0], r
