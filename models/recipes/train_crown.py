@@ -29,7 +29,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 from torch.nn import functional as F
 
-from app.core.crown.frame import CaseFrame, make_frame
+from app.core.crown.frame import CaseFrame, FrameTransform, make_frame
 from app.core.crown.voxelize import voxelize
 from app.core.manifest import Frame
 from models.recipes.crown_net import CrownNet, parameter_count, reference_sample, trilinear_sample
@@ -221,34 +221,24 @@ def build_sample(seed: int, n_points: int, case: Case | None = None) -> Sample:
     """Generate one case and turn it into model inputs and targets (runtime frame + voxelizer)."""
     case = case or make_training_case(seed)
     frame = make_frame(case.context.vertices, FRAME)
-    vox = voxelize(frame.to_unit(case.context.vertices), case.context.faces, RESOLUTION, VOXEL_MODE)
     rng = np.random.default_rng(seed + 12345)
-    pts = query_points(case, frame, rng, n_points)
-    occ = case.crown_inside(frame.to_mm(pts))
-    grid_occ = case.crown_inside(frame.to_mm(eval_grid_points())).reshape((EVAL_GRID,) * 3)
-    return Sample(
-        vox=vox,
-        points=pts.astype(np.float32),
-        occ=occ,
-        grid_occ=grid_occ,
-        prep_offset=frame.to_unit(case.prep_center),
-        tooth_type=case.tooth_type,
+    return _sample_in_frame(
+        case, frame, case.context.vertices, case.context.faces, rng, n_points, True
     )
 
 
-def build_perturbed_sample(
-    case: Case, variant: int, n_points: int, with_grid: bool, cfg: Artefacts = ARTEFACTS
+def _sample_in_frame(
+    case: Case,
+    frame: FrameTransform,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    rng: np.random.Generator,
+    n_points: int,
+    with_grid: bool,
 ) -> Sample:
-    """One perturbed copy of a case: the runtime frame turned and shifted
-    (:func:`perturbed_case_frame`, built with ``make_frame(..., case=CaseFrame)``), scan
-    artefacts on the context (:func:`scan_artefacts`), then the runtime voxelizer; targets and
-    the margin anchor in that same frame. Deterministic from (seed, variant)."""
-    rng = np.random.default_rng(np.random.SeedSequence([AUG_SEED_SALT, case.seed, variant]))
-    base = make_frame(case.context.vertices, FRAME)  # the clean frame's centre (bbox)
-    cf = perturbed_case_frame(base.center, rng, cfg.rot_deg, cfg.shift_mm)
-    v, f = scan_artefacts(case.context.vertices, case.context.faces, base.center, rng, cfg)
-    frame = make_frame(v, FRAME, case=cf)
-    vox = voxelize(frame.to_unit(v), f, RESOLUTION, VOXEL_MODE)
+    """The context (``vertices``, ``faces``) voxelized in ``frame``, query points and their
+    occupancy, and (``with_grid``) the evaluation grid's occupancy, all in that frame."""
+    vox = voxelize(frame.to_unit(vertices), faces, RESOLUTION, VOXEL_MODE)
     pts = query_points(case, frame, rng, n_points)
     occ = case.crown_inside(frame.to_mm(pts))
     g = EVAL_GRID
@@ -266,6 +256,21 @@ def build_perturbed_sample(
         tooth_type=case.tooth_type,
         margin_offset=frame.to_unit(case.margin_center),
     )
+
+
+def build_perturbed_sample(
+    case: Case, variant: int, n_points: int, with_grid: bool, cfg: Artefacts = ARTEFACTS
+) -> Sample:
+    """One perturbed copy of a case: the runtime frame turned and shifted
+    (:func:`perturbed_case_frame`, built with ``make_frame(..., case=CaseFrame)``), scan
+    artefacts on the context (:func:`scan_artefacts`), then the runtime voxelizer; targets and
+    the margin anchor in that same frame. Deterministic from (seed, variant)."""
+    rng = np.random.default_rng(np.random.SeedSequence([AUG_SEED_SALT, case.seed, variant]))
+    base = make_frame(case.context.vertices, FRAME)  # the clean frame's centre (bbox)
+    cf = perturbed_case_frame(base.center, rng, cfg.rot_deg, cfg.shift_mm)
+    v, f = scan_artefacts(case.context.vertices, case.context.faces, base.center, rng, cfg)
+    frame = make_frame(v, FRAME, case=cf)
+    return _sample_in_frame(case, frame, v, f, rng, n_points, with_grid)
 
 
 def _save_sample(path: Path, s: Sample, margin: bool) -> None:
