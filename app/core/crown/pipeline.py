@@ -15,7 +15,7 @@ import numpy as np
 from app.core.crown.checks import CheckResult, base_gap, check_crown, clipped_faces
 from app.core.crown.components import choose_parts, split_parts, submesh
 from app.core.crown.decode import CrownEvaluator, decision_level
-from app.core.crown.frame import CaseFrame, FrameRequest, make_frame
+from app.core.crown.frame import AXES, CaseFrame, FrameRequest, make_frame
 from app.core.crown.meshio import Mesh, load_mesh, write_stl
 from app.core.crown.smoothing import smooth
 from app.core.crown.surface import (
@@ -144,7 +144,7 @@ def _generate(
         parts = split_parts(verts_unit, faces)
         post = model.postprocess
         kept, removed = choose_parts(
-            parts, post.keep, post.min_volume_mm3 / mm3, np.zeros(3), _axis(model, "o")
+            parts, post.keep, post.min_volume_mm3 / mm3, np.zeros(3), AXES[model.frame.occlusal]
         )
         verts_unit, faces = submesh(verts_unit, faces, kept)
     with report.stage("smooth"):
@@ -187,8 +187,8 @@ def _generate(
             "voxel_resolution": model.voxel_resolution,
             "voxels_occupied": int(voxels.sum()),
             "frame_center_mm": [round(float(c), 4) for c in frame.center],
-            "frame_occlusal": [round(float(c), 6) for c in frame.rotation.T @ _axis(model, "o")],
-            "frame_mesial": [round(float(c), 6) for c in frame.rotation.T @ _axis(model, "m")],
+            "frame_occlusal": _rounded(frame.direction_to_mm(AXES[model.frame.occlusal])),
+            "frame_mesial": _rounded(frame.direction_to_mm(AXES[model.frame.mesial])),
             "frame_size_mm": round(frame.size_mm, 4),
             "frame_source": report.info.get(
                 "frame_source", "default" if case_frame is None and center is None else "given"
@@ -199,10 +199,8 @@ def _generate(
     return CrownResult(mesh=mesh, watertight=watertight, report=report, checks=checks)
 
 
-def _axis(model: CrownModel, which: str) -> np.ndarray:
-    from app.core.crown.frame import AXES
-
-    return np.array(AXES[model.frame.occlusal if which == "o" else model.frame.mesial], float)
+def _rounded(direction: np.ndarray) -> list[float]:
+    return [round(float(c), 6) for c in direction]
 
 
 def compatible_resolution(resolution: int, coarse: int) -> int:
