@@ -12,7 +12,7 @@ scikit-image and trimesh only (no torch, no network).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import trimesh
@@ -120,21 +120,35 @@ def tooth_field(p: ToothParams, pts: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PrepParams:
-    zm: float  # margin height
+    zm: float  # margin height at the tooth's axis (mean level)
     w: float  # margin width (mm)
     margin: str  # "chamfer" | "shoulder"
     taper: float  # mm of narrowing per mm of height, per side
     red: float  # occlusal reduction (mm)
+    tilt_x: float = 0.0  # margin rise at the distal (+x) face, fall at the mesial one (mm)
+    tilt_y: float = 0.0  # the same bucco-lingually
+    scallop: float = 0.0  # rise of the proximal faces against the buccal and lingual ones (mm)
+
+
+def margin_height(p: ToothParams, q: PrepParams, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Height of the margin above (x, y): ``zm``, tilted and scalloped as real finish lines
+    follow the gum (higher between the teeth). Constant ``zm`` when the shape terms are 0;
+    beyond the tooth's outline the height of its nearest face holds."""
+    u = np.clip(x / p.a, -1.0, 1.0)
+    v = np.clip(y / p.b, -1.0, 1.0)
+    proximal = u * u / (u * u + v * v + 1e-6)
+    return q.zm + q.tilt_x * u + q.tilt_y * v + q.scallop * (proximal - 0.5)
 
 
 def stump_field(p: ToothParams, q: PrepParams, pts: np.ndarray) -> np.ndarray:
     """Implicit field of the prepared stump above the margin (tapered, rounded top)."""
     x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+    zm = margin_height(p, q, x, y)
     A, B = _profile(p, z)
-    Am, Bm = _profile(p, np.array([q.zm]))
-    dz = np.maximum(z - q.zm, 0.0)
-    As = np.minimum(Am[0] - q.taper * dz, A)
-    Bs = np.minimum(Bm[0] - q.taper * dz, B)
+    Am, Bm = _profile(p, zm)
+    dz = np.maximum(z - zm, 0.0)
+    As = np.minimum(Am - q.taper * dz, A)
+    Bs = np.minimum(Bm - q.taper * dz, B)
     if q.margin == "chamfer":
         t = np.clip(dz / q.w, 0, 1)
         cut = q.w * np.sqrt(np.clip(1.0 - (1.0 - t) ** 2, 0, 1))
@@ -143,18 +157,20 @@ def stump_field(p: ToothParams, q: PrepParams, pts: np.ndarray) -> np.ndarray:
     As = np.maximum(As - cut, 0.9)
     Bs = np.maximum(Bs - cut, 0.9)
     side = (_superellipse_rho(x, y, As, Bs, p.n) - 1.0) * np.minimum(As, Bs)
-    top = np.maximum(_top(p, x, y, cusp_scale=0.6) - q.red, q.zm + 2.5)
+    top = np.maximum(_top(p, x, y, cusp_scale=0.6) - q.red, zm + 2.5)
     return _smax(side, z - top, 0.9)
 
 
 def crown_field(p: ToothParams, q: PrepParams, pts: np.ndarray) -> np.ndarray:
     """The restoration: original anatomy above the margin, minus the stump."""
-    return np.maximum.reduce([tooth_field(p, pts), q.zm - pts[:, 2], -stump_field(p, q, pts)])
+    zm = margin_height(p, q, pts[:, 0], pts[:, 1])
+    return np.maximum.reduce([tooth_field(p, pts), zm - pts[:, 2], -stump_field(p, q, pts)])
 
 
 def prep_field(p: ToothParams, q: PrepParams, pts: np.ndarray) -> np.ndarray:
     """The prepared tooth: natural below the margin, stump above."""
-    return np.maximum(tooth_field(p, pts), np.minimum(pts[:, 2] - q.zm, stump_field(p, q, pts)))
+    zm = margin_height(p, q, pts[:, 0], pts[:, 1])
+    return np.maximum(tooth_field(p, pts), np.minimum(pts[:, 2] - zm, stump_field(p, q, pts)))
 
 
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -244,10 +260,36 @@ def _neighbour_kind(rng: np.random.Generator, kind: str) -> str:
     return str(rng.choice(["premolar", "molar"], p=[0.7, 0.3]))
 
 
+# Salt of the second random stream that draws the margin's shape (``make_case(...,
+# margin_shape=True)``): separate from the case's own stream, so that the option leaves every
+# other draw of a seed as it was.
+MARGIN_SALT = 5813
+
+
+def random_margin_shape(seed: int, q: PrepParams, p: ToothParams) -> PrepParams:
+    """``q`` with a tilted and scalloped margin drawn from case ``seed``'s own stream: in 4 of
+    5 cases a tilt of 0-2.5 mm (rise at one face, fall at the opposite one) in a uniform
+    direction and proximal faces 0-2 mm above the buccal and lingual ones, scaled down where
+    the highest point would pass half the crown's height; else flat."""
+    rng = np.random.default_rng(np.random.SeedSequence([MARGIN_SALT, int(seed)]))
+    if rng.random() >= 0.8:
+        return q
+    tilt, angle, scallop = _u(rng, 0.0, 2.5), _u(rng, 0.0, 2.0 * np.pi), _u(rng, 0.0, 2.0)
+    rise = 1.2 * tilt + 0.5 * scallop
+    scale = min(1.0, max(0.5 * p.hc - q.zm, 0.0) / rise) if rise > 0 else 1.0
+    return replace(
+        q,
+        tilt_x=scale * tilt * float(np.cos(angle)),
+        tilt_y=scale * tilt * float(np.sin(angle)),
+        scallop=scale * scallop,
+    )
+
+
 def make_case(
     seed: int,
     *,
     tooth_type: str | None = None,
+    margin_shape: bool = False,
     crop_half: float = 10.5,
     context_spacing: float = 0.25,
     crown_spacing: float = 0.12,
@@ -262,6 +304,9 @@ def make_case(
     ``tooth_type`` forces molar/premolar/incisor (default: drawn). The context is cropped to an
     axis-aligned cube of half size ``crop_half`` mm around the preparation (with a small random
     shift, as a technician's crop would have), meshed at ``context_spacing`` mm.
+
+    ``margin_shape=True`` tilts and scallops the margin (:func:`random_margin_shape`, its own
+    random stream) and lets the gum follow it; every other draw is as with the flat margin.
     """
     rng = np.random.default_rng(np.random.SeedSequence([7321, int(seed)]))
     kind = tooth_type or str(rng.choice(TOOTH_TYPES, p=[0.45, 0.3, 0.25]))
@@ -274,6 +319,8 @@ def make_case(
         taper=float(np.tan(np.radians(_u(rng, 3.0, 8.0)))),
         red=_u(rng, 1.5, 2.1),
     )
+    if margin_shape:
+        prep = random_margin_shape(seed, prep, tooth)
 
     # Neighbours: mesial (-x) and distal (+x), touching or with a small gap, slightly shifted.
     parts: list[tuple[ToothParams, np.ndarray]] = []
@@ -289,7 +336,7 @@ def make_case(
     ant_gap = _u(rng, 0.2, 1.0)
     ant_off = np.array([_u(rng, -2.0, 2.0), _u(rng, -0.8, 0.8), top_prep + ant_gap + ant.hc + 0.3])
     gum_w = max(tooth.b, *(nb.b for nb, _ in parts)) + _u(rng, 1.0, 2.0)
-    gum_top = prep.zm - _u(rng, 0.3, 1.2)
+    gum_drop = _u(rng, 0.3, 1.2)
     ant_gum_w = ant.b + _u(rng, 1.0, 2.0)
     ant_gum_bottom = ant_off[2] + _u(rng, 0.3, 1.2)
 
@@ -300,6 +347,7 @@ def make_case(
                 f, _culled(lambda q, nb=nb: tooth_field(nb, q), pts - off, *_tooth_box(nb))
             )
         y, z = pts[:, 1], pts[:, 2]
+        gum_top = margin_height(tooth, prep, pts[:, 0], y) - gum_drop
         gum = _smax(np.abs(y) - gum_w, z - (gum_top - 2.0 * (y / gum_w) ** 2), 1.0)
         return np.minimum(f, gum)
 
@@ -324,7 +372,8 @@ def make_case(
         local = to_local(world)
         return np.minimum(lower_field(local), upper_field(local))
 
-    lo = np.array([-tooth.a - 0.6, -tooth.b - 0.6, prep.zm - 0.4])
+    lowest = prep.zm - abs(prep.tilt_x) - abs(prep.tilt_y) - 0.5 * prep.scallop
+    lo = np.array([-tooth.a - 0.6, -tooth.b - 0.6, lowest - 0.4])
     hi = np.array([tooth.a + 0.6, tooth.b + 0.6, tooth.hc + 1.0])
     if build_meshes:
         context = _mesh_field(
