@@ -7,7 +7,7 @@ providers the sessions really run on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +96,16 @@ def _generate(
         vertices_unit = frame.to_unit(scan.vertices)
     tick("frame")
     with report.stage("voxelize"):
-        voxels = voxelize(vertices_unit, scan.faces, model.voxel_resolution, model.voxelization)
+        rules = model.voxel_grid
+        voxels = voxelize(
+            vertices_unit,
+            scan.faces,
+            model.voxel_resolution,
+            model.voxelization,
+            placement=rules.placement,
+            surface=rules.surface,
+            inside=rules.inside,
+        )
     tick("voxelize")
 
     total = res**3 if coarse is None else coarse**3 + res**3 // 8
@@ -186,6 +195,7 @@ def _generate(
             "coarse_resolution": coarse,
             "voxel_resolution": model.voxel_resolution,
             "voxels_occupied": int(voxels.sum()),
+            "voxel_grid": asdict(rules),
             "frame_center_mm": [round(float(c), 4) for c in frame.center],
             "frame_occlusal": _rounded(frame.direction_to_mm(AXES[model.frame.occlusal])),
             "frame_mesial": _rounded(frame.direction_to_mm(AXES[model.frame.mesial])),
