@@ -28,6 +28,7 @@ from app.core.crown.voxelize import voxelize
 from app.core.errors import InputError, ModelError, PipelineError
 from app.core.fileio import check_not_input
 from app.core.manifest import CrownModel
+from app.core.model_lint import lint_model
 from app.core.report import CancelToken, ProgressFn, RunReport
 from app.core.runtime import SessionPool
 
@@ -120,6 +121,7 @@ def _generate(
     with report.stage("session"):
         evaluator = CrownEvaluator(model, pool, voxels, cancel=cancel, on_batch=on_batch)
         report.providers = pool.providers_for(evaluator.session_paths)
+        report.info["model_lint"] = lint_model(model)
     if evaluator.encoded:
         report.timings_ms["session"] -= evaluator.encode_ms
         report.timings_ms["encode"] = evaluator.encode_ms

@@ -5,7 +5,8 @@ Stages (timed in ``report.timings_ms``): ``load``, ``roi``, ``preprocess``, ``in
 ``image_size`` ([height, width]), ``input_size`` (the tensor fed, [height, width]),
 ``class_pixels`` / ``class_fraction`` (per class name), ``roi_box`` (x0, y0, x1, y1 in source
 pixels, x1/y1 exclusive; null for the full frame), ``roi_fraction`` (crop area / frame area)
-and ``roi_note`` (how the crop was chosen, or why the full frame was used).
+and ``roi_note`` (how the crop was chosen, or why the full frame was used) and ``model_lint``
+(where the ONNX graph does not match the manifest, :mod:`app.core.model_lint`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from app.core.errors import InputError, ModelError
 from app.core.fileio import atomic_write_bytes, check_not_input
 from app.core.manifest import SegmentationModel
+from app.core.model_lint import lint_model
 from app.core.report import CancelToken, ProgressFn, RunReport
 from app.core.runtime import ModelSession, SessionPool
 from app.core.segment.decode import decode, labels_from_scores, source_scores
@@ -146,6 +148,7 @@ def _segment(
     session = pool.get(model.onnx)
     report.providers = list(session.providers)
     check_session(session, model)
+    report.info["model_lint"] = lint_model(model)
     h, w = image_rgb.shape[:2]
     use_roi = model.roi.enabled if roi is None else bool(roi)
 
