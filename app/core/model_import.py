@@ -76,6 +76,14 @@ class _Config:
         return value
 
 
+def _pick(cfg: _Config, holder: Any, where: str, key: str, default: Any = None) -> Any:
+    """``holder[key]`` (or ``default``), refusing a value the reader could not evaluate."""
+    value = holder.get(key, default) if isinstance(holder, dict) else default
+    if isinstance(value, Unreadable):
+        cfg.refuse(f"{where}.{key}", f"cannot be read without running the config ({value.why})")
+    return value
+
+
 def _test_pipeline(cfg: _Config) -> tuple[str, list[dict]]:
     for keys in (("test_dataloader", "dataset", "pipeline"), ("data", "test", "pipeline")):
         found = cfg.get(*keys)
@@ -96,48 +104,53 @@ def _pipeline_settings(cfg: _Config) -> dict[str, Any]:
         if not isinstance(step, dict) or "type" not in step:
             cfg.refuse(name, "is not a dict(type=...) step")
         if step["type"] == "MultiScaleFlipAug":
-            ratios = step.get("img_ratios")
+            ratios = _pick(cfg, step, name, "img_ratios")
             if ratios not in (None, 1.0, [1.0], (1.0,)):
                 cfg.refuse(f"{name}.img_ratios", f"multi-scale testing ({ratios}) is not supported")
-            if step.get("flip_direction", "horizontal") not in ("horizontal", ["horizontal"]):
+            if _pick(cfg, step, name, "flip_direction", "horizontal") not in (
+                "horizontal",
+                ["horizontal"],
+            ):
                 cfg.refuse(f"{name}.flip_direction", "only horizontal flips are supported")
-            out["flip"] = bool(step.get("flip", False))
-            out["img_scale"] = step.get("img_scale", step.get("scale"))
-            for j, inner in enumerate(step.get("transforms", [])):
+            out["flip"] = bool(_pick(cfg, step, name, "flip", False))
+            out["img_scale"] = _pick(cfg, step, name, "img_scale", _pick(cfg, step, name, "scale"))
+            for j, inner in enumerate(_pick(cfg, step, name, "transforms", [])):
                 flat.append((f"{name}.transforms[{j}]", inner))
         else:
             flat.append((name, step))
     for name, step in flat:
-        kind = step.get("type")
+        kind = _pick(cfg, step, name, "type")
         if kind in _IGNORED_STEPS:
             continue
         if kind == "Resize":
             _resize_step(cfg, name, step, out)
         elif kind == "Normalize":
-            out["mean"], out["std"] = step.get("mean"), step.get("std")
-            out["to_rgb"] = bool(step.get("to_rgb", True))
+            out["mean"], out["std"] = _pick(cfg, step, name, "mean"), _pick(cfg, step, name, "std")
+            out["to_rgb"] = bool(_pick(cfg, step, name, "to_rgb", True))
         elif kind == "Pad":
-            if step.get("size") is not None:
+            if _pick(cfg, step, name, "size") is not None:
                 cfg.refuse(f"{name}.size", "padding to a fixed size is not supported")
-            if step.get("pad_val", 0) not in (0, None):
+            if _pick(cfg, step, name, "pad_val", 0) not in (0, None):
                 cfg.refuse(f"{name}.pad_val", "only zero padding is supported")
-            out["size_divisor"] = step.get("size_divisor")
+            out["size_divisor"] = _pick(cfg, step, name, "size_divisor")
         else:
             cfg.refuse(name, f"step '{kind}' cannot be expressed in a manifest")
     return out
 
 
 def _resize_step(cfg: _Config, name: str, step: dict, out: dict) -> None:
-    if step.get("scale_factor") is not None:
+    if _pick(cfg, step, name, "scale_factor") is not None:
         cfg.refuse(f"{name}.scale_factor", "resizing by a factor is not supported; give scale")
-    if step.get("interpolation", "bilinear") != "bilinear":
+    if _pick(cfg, step, name, "interpolation", "bilinear") != "bilinear":
         cfg.refuse(f"{name}.interpolation", "only bilinear image resizing is supported")
-    scale = step.get("scale", step.get("img_scale", out.get("img_scale")))
+    scale = _pick(
+        cfg, step, name, "scale", _pick(cfg, step, name, "img_scale", out.get("img_scale"))
+    )
     if isinstance(scale, list) and len(scale) == 1:
         scale = scale[0]
     if not (isinstance(scale, list | tuple) and len(scale) == 2):
         cfg.refuse(f"{name}.scale", f"needs one (w, h) scale, got {scale!r}")
-    out["keep_ratio"] = bool(step.get("keep_ratio", "img_scale" in out))
+    out["keep_ratio"] = bool(_pick(cfg, step, name, "keep_ratio", "img_scale" in out))
     out["scale"] = [int(scale[0]), int(scale[1])]
 
 
@@ -183,14 +196,24 @@ def mmseg_manifest(config: str | Path, onnx_path: str | Path, manifest_dir: Path
     steps = _pipeline_settings(cfg)
     prep = cfg.get("model", "data_preprocessor") or cfg.get("data_preprocessor") or {}
     if "mean" not in steps:
-        if prep.get("mean") is None:
-            cfg.refuse("data_preprocessor.mean", "no normalisation in the test pipeline or model")
-        steps["mean"], steps["std"] = prep.get("mean"), prep.get("std", [1.0, 1.0, 1.0])
-        steps["to_rgb"] = bool(prep.get("bgr_to_rgb", prep.get("rgb_to_bgr") is False))
-    test_pad = prep.get("test_cfg") or {}
-    if test_pad.get("size") is not None:
+        where = "data_preprocessor"
+        mean = _pick(cfg, prep, where, "mean")
+        if mean is None:
+            cfg.refuse(f"{where}.mean", "no normalisation in the test pipeline or the model")
+        swap = _pick(cfg, prep, where, "bgr_to_rgb", False) or _pick(
+            cfg, prep, where, "rgb_to_bgr", False
+        )
+        steps.update(
+            mean=mean, std=_pick(cfg, prep, where, "std", [1.0, 1.0, 1.0]), to_rgb=bool(swap)
+        )
+    test_pad = _pick(cfg, prep, "data_preprocessor", "test_cfg") or {}
+    if _pick(cfg, test_pad, "data_preprocessor.test_cfg", "size") is not None:
         cfg.refuse("data_preprocessor.test_cfg.size", "padding to a fixed size is not supported")
-    divisor = steps.get("size_divisor") or test_pad.get("size_divisor") or 1
+    divisor = (
+        steps.get("size_divisor")
+        or _pick(cfg, test_pad, "data_preprocessor.test_cfg", "size_divisor")
+        or 1
+    )
 
     data: dict[str, Any] = {
         "kind": "segmentation",
@@ -220,13 +243,17 @@ def mmseg_manifest(config: str | Path, onnx_path: str | Path, manifest_dir: Path
     )
     elem = outputs[0].type.tensor_type.elem_type
     data["output_kind"] = "logits" if elem in (1, 10, 11, 16) else "labels"
-    data["classes"] = _classes(cfg, head.get("num_classes"))
-    test_cfg = model.get("test_cfg") or {}
-    inference: dict[str, Any] = {"align_corners": bool(head.get("align_corners", False))}
-    mode = test_cfg.get("mode", "whole")
+    data["classes"] = _classes(cfg, _pick(cfg, head, "model.decode_head", "num_classes"))
+    test_cfg = _pick(cfg, model, "model", "test_cfg") or {}
+    inference: dict[str, Any] = {
+        "align_corners": bool(_pick(cfg, head, "model.decode_head", "align_corners", False))
+    }
+    mode = _pick(cfg, test_cfg, "model.test_cfg", "mode", "whole")
     if mode == "slide":
         inference.update(
-            mode="slide", crop_size=list(test_cfg["crop_size"]), stride=list(test_cfg["stride"])
+            mode="slide",
+            crop_size=list(_pick(cfg, test_cfg, "model.test_cfg", "crop_size")),
+            stride=list(_pick(cfg, test_cfg, "model.test_cfg", "stride")),
         )
         if static and static != inference["crop_size"]:
             raise ModelError(

@@ -3,7 +3,7 @@
 - :func:`resize_scores`: a score plane resized bilinearly with half-pixel centres
   (``align_corners=False``, the same as ``cv2.INTER_LINEAR``), with corners aligned
   (``align_corners=True``: output pixel i samples input ``i * (n_in - 1) / (n_out - 1)``), or
-  nearest.
+  nearest as PyTorch picks it.
 - :func:`slide_scores`: mmseg's ``slide_inference``: windows of ``crop_size`` every ``stride``
   (the last window of a row or column moved back to end at the border), each window's scores
   resized to the window, summed and divided by how many windows cover each pixel.
@@ -39,12 +39,22 @@ def resize_aligned(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(rows[:, lo] * (1 - w) + rows[:, hi] * w, dtype=np.float32)
 
 
+def resize_nearest(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """PyTorch's ``nearest``: output pixel i takes input ``floor(i * n_in / n_out)`` (OpenCV's
+    INTER_NEAREST rounds differently on some rows)."""
+    rows = np.minimum((np.arange(size[0]) * (plane.shape[0] / size[0])).astype(np.int64),
+                      plane.shape[0] - 1)  # fmt: skip
+    cols = np.minimum((np.arange(size[1]) * (plane.shape[1] / size[1])).astype(np.int64),
+                      plane.shape[1] - 1)  # fmt: skip
+    return np.ascontiguousarray(plane[rows[:, None], cols[None, :]])
+
+
 def resize_scores(plane: np.ndarray, size: tuple[int, int], how: SegInference) -> np.ndarray:
     """One float32 score plane resized to ``size`` (h, w) the way the manifest says."""
     if plane.shape[:2] == tuple(size):
         return plane
     if how.interpolation == "nearest":
-        return cv2.resize(plane, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+        return resize_nearest(plane, size)
     if how.align_corners:
         return resize_aligned(plane, size)
     return cv2.resize(plane, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
