@@ -62,17 +62,12 @@ class _Config:
         raise InputError(self.path, f"{setting}: {why}")
 
     def get(self, *keys: str, default: Any = None) -> Any:
+        """The value at ``keys`` (nested dict keys), or ``default`` where one is missing."""
         value: Any = self.data
-        for key in keys:
-            if isinstance(value, Unreadable):
-                self.refuse(
-                    ".".join(keys), f"cannot be read without running the config ({value.why})"
-                )
+        for i, key in enumerate(keys):
             if not isinstance(value, dict) or key not in value:
                 return default
-            value = value[key]
-        if isinstance(value, Unreadable):
-            self.refuse(".".join(keys), f"cannot be read without running the config ({value.why})")
+            value = _pick(self, value, ".".join(keys[:i]) or "config", key)
         return value
 
 

@@ -10,7 +10,7 @@ exactly at the surface distance threshold).
 
 Default rules (``surface="ball"``, ``inside="ray_x"``):
 
-- **surface cell**: the distance from the grid point to some triangle is at most ``h / 2``
+- **surface cell**: the distance from the cell centre to some triangle is at most ``h / 2``
   with ``h = 1/(R-1)`` (the ball inscribed in the cell's cube meets the surface). Where the
   surface crosses the segment between two axis-neighbour grid points, one of them is within
   ``h / 2`` of the crossing, so the shell has no 6-connected gaps; and a solid grows by at most
