@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     _import_common(q)
     q = family.add_parser("ifnet", help="with IF-Net's conventions for one of its variants")
     q.add_argument("onnx", type=Path, help="the exported model")
-    q.add_argument("--variant", required=True, help="ShapeNet128Vox or ShapeNet32Vox")
+    q.add_argument(
+        "--variant",
+        required=True,
+        help="ShapeNet128Vox, ShapeNet32Vox, ShapeNet300Points or ShapeNet3000Points",
+    )
     _import_common(q)
 
     p = sub.add_parser("crown", help="generate a crown mesh from a scan")

@@ -13,6 +13,11 @@ import trimesh
 from app.cli import main
 from app.core.crown.meshio import Mesh
 from app.core.crown.pipeline import generate_crown
+from app.core.crown.point_cloud import (
+    point_cloud_voxels,
+    point_cloud_voxels_reference,
+    sample_surface,
+)
 from app.core.crown.voxelize import voxelize_reference
 from app.core.errors import InputError
 from app.core.manifest import load_manifest
@@ -88,10 +93,42 @@ def test_app_reproduces_ifnets_generator(imported, tmp_path) -> None:
     np.testing.assert_allclose(rows(got), rows(want), atol=2e-4)
 
 
-def test_point_cloud_variants_and_typos_are_refused(tmp_path) -> None:
+def test_point_cloud_variant_feeds_surface_samples(tmp_path) -> None:
+    """ShapeNet300Points: 300 seeded surface samples, each marking its nearest linspace grid
+    point of a 128 grid (fast rounding equal to a KD-tree over all grid points)."""
+    onnx_path = save(identity_crown_model("native", static_resolution=128), tmp_path / "pc.onnx")
+    data = ifnet_manifest(onnx_path, "ShapeNet300Points", tmp_path)
+    (tmp_path / "pc.json").write_text(json.dumps(data))
+    spec = load_manifest(tmp_path / "pc.json")
+    assert spec.voxelization == "point_cloud" and spec.voxel_resolution == 128
+    assert spec.voxel_grid.placement == "points" and spec.voxel_grid.point_samples == 300
+    box = trimesh.creation.box([9.0, 6.0, 7.5])
+    pool = SessionPool(RuntimeConfig(preference=("cpu",), intra_op_threads=1))
+    runs = [generate_crown(Mesh(box.vertices, box.faces), spec, pool, resolution=24)
+            for _ in range(2)]  # fmt: skip
+    occupied = runs[0].report.info["voxels_occupied"]
+    assert 250 <= occupied <= 300
+    np.testing.assert_array_equal(runs[0].mesh.vertices, runs[1].mesh.vertices)
+
+
+def test_point_cloud_voxels_fast_equal_plain() -> None:
+    rng = np.random.default_rng(5)
+    points = rng.uniform(-0.6, 0.6, (5000, 3))
+    for placement in ("points", "cells"):
+        fast = point_cloud_voxels(points, 20, placement)
+        np.testing.assert_array_equal(fast, point_cloud_voxels_reference(points, 20, placement))
+    box = trimesh.creation.box([0.4, 0.3, 0.2])
+    samples = sample_surface(box.vertices, box.faces, 4000, seed=3)
+    np.testing.assert_array_equal(samples, sample_surface(box.vertices, box.faces, 4000, seed=3))
+    q = np.abs(samples) - [0.2, 0.15, 0.1]
+    assert np.abs(q.max(axis=1)).max() < 1e-12  # every sample on the box's surface
+    face_share = [np.mean(np.abs(np.abs(samples[:, k]) - h) < 1e-12)
+                  for k, h in enumerate([0.2, 0.15, 0.1])]  # fmt: skip
+    np.testing.assert_allclose(face_share, np.array([0.12, 0.16, 0.24]) / 0.52, atol=0.03)
+
+
+def test_variant_typos_are_refused(tmp_path) -> None:
     onnx_path = save(identity_crown_model("native"), tmp_path / "m.onnx")
-    with pytest.raises(InputError, match="point-cloud input"):
-        ifnet_manifest(onnx_path, "ShapeNet300Points", tmp_path)
     with pytest.raises(InputError, match="ShapeNet128Vox"):
         ifnet_manifest(onnx_path, "ShapeNet128vox", tmp_path)
 

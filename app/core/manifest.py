@@ -93,12 +93,15 @@ class VoxelGrid:
     """Where the input grid's cells sit and how a cell is decided (``app.core.crown.voxelize``).
 
     The defaults are the app's own rules; ``cells`` / ``cube`` / ``ray_z_both`` reproduce
-    IF-Net's voxelization (docs/lab-models.md).
+    IF-Net's voxelization (docs/lab-models.md). ``point_samples`` and ``seed`` apply to
+    ``voxelization: point_cloud`` (surface samples, each marking its nearest cell).
     """
 
     placement: Literal["points", "cells"] = "points"
     surface: Literal["ball", "cube"] = "ball"
     inside: Literal["ray_x", "ray_z_both"] = "ray_x"
+    point_samples: int = 3000
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ class CrownModel:
     output: str
     output_kind: Literal["logits", "probability"]
     voxel_resolution: int
-    voxelization: Literal["solid", "surface"]
+    voxelization: Literal["solid", "surface", "point_cloud"]
     frame: Frame
     point_convention: Literal["ifnet", "unit"]
     generation: Generation
@@ -337,6 +340,8 @@ def _voxel_grid(r: _Reader) -> VoxelGrid:
         placement=vr.choice("placement", ("points", "cells"), "points"),
         surface=vr.choice("surface", ("ball", "cube"), "ball"),
         inside=vr.choice("inside", ("ray_x", "ray_z_both"), "ray_x"),
+        point_samples=vr.integer("point_samples", 1, 10_000_000, 3000),
+        seed=vr.integer("seed", 0, 2**32 - 1, 0),
     )
     vr.done()
     return grid
@@ -493,7 +498,7 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
         output=r.text("output"),
         output_kind=r.choice("output_kind", ("logits", "probability"), "logits"),
         voxel_resolution=r.integer("voxel_resolution", 4, 512),
-        voxelization=r.choice("voxelization", ("solid", "surface"), "solid"),
+        voxelization=r.choice("voxelization", ("solid", "surface", "point_cloud"), "solid"),
         frame=frame,
         point_convention=r.choice("point_convention", ("ifnet", "unit"), "ifnet"),
         generation=generation,

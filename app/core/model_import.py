@@ -27,10 +27,13 @@ _IGNORED_STEPS = {
     "RandomFlip",
 }
 
-IFNET_VARIANTS = {"ShapeNet32Vox": 32, "ShapeNet128Vox": 128}
-"""IF-Net's voxel-input variants and their input grid resolution."""
-
-IFNET_POINT_VARIANTS = ("ShapeNet300Points", "ShapeNet3000Points")
+IFNET_VARIANTS = {
+    "ShapeNet32Vox": (32, None),
+    "ShapeNet128Vox": (128, None),
+    "ShapeNet300Points": (128, 300),
+    "ShapeNet3000Points": (128, 3000),
+}
+"""IF-Net's variants: input grid resolution, and surface samples for the point-cloud ones."""
 
 
 def _graph_io(onnx_path: Path) -> tuple[list, list]:
@@ -274,17 +277,11 @@ def mmseg_manifest(config: str | Path, onnx_path: str | Path, manifest_dir: Path
 def ifnet_manifest(onnx_path: str | Path, variant: str, manifest_dir: Path) -> dict:
     """A crown manifest with IF-Net's conventions for ``variant`` (see docs/lab-models.md)."""
     onnx_path = Path(onnx_path).resolve()
-    if variant in IFNET_POINT_VARIANTS:
-        raise InputError(
-            None,
-            f"--variant {variant}: point-cloud input (random surface samples voxelized into a "
-            "128 grid) is not supported; the app feeds voxelized scans (ShapeNet32Vox, "
-            "ShapeNet128Vox)",
-        )
     if variant not in IFNET_VARIANTS:
         raise InputError(
             None, f"--variant must be one of {', '.join(IFNET_VARIANTS)}, got {variant}"
         )
+    resolution, samples = IFNET_VARIANTS[variant]
     inputs, outputs = _graph_io(onnx_path)
     voxels = [i for i in inputs if len(_dims(i)) in (4, 5)]
     points = [i for i in inputs if len(_dims(i)) == 3 and _dims(i)[-1] == 3]
@@ -302,9 +299,13 @@ def ifnet_manifest(onnx_path: str | Path, variant: str, manifest_dir: Path) -> d
         "inputs": {"voxels": voxels[0].name, "points": points[0].name},
         "output": outputs[0].name,
         "output_kind": "logits",
-        "voxel_resolution": IFNET_VARIANTS[variant],
-        "voxelization": "solid",
-        "voxel_grid": {"placement": "cells", "surface": "cube", "inside": "ray_z_both"},
+        "voxel_resolution": resolution,
+        "voxelization": "solid" if samples is None else "point_cloud",
+        "voxel_grid": (
+            {"placement": "cells", "surface": "cube", "inside": "ray_z_both"}
+            if samples is None
+            else {"placement": "points", "point_samples": samples}
+        ),
         "frame": {"mode": "bbox", "center": "bbox"},
         "point_convention": "ifnet",
         "sampling": {"align_corners": True, "padding_mode": "zeros", "mode": "bilinear"},
