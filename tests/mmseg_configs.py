@@ -80,11 +80,9 @@ tta_pipeline = [
         [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]])
 ]
 train_dataloader = dict(
-    batch_size=2, num_workers=2, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type=dataset_type, data_root=data_root,
-                 data_prefix=dict(img_path='leftImg8bit/train', seg_map_path='gtFine/train'),
-                 pipeline=train_pipeline))
+    batch_size=2, num_workers=2, sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(type=dataset_type, data_root=data_root, pipeline=train_pipeline,
+                 data_prefix=dict(img_path='leftImg8bit/train', seg_map_path='gtFine/train')))
 val_dataloader = dict(
     batch_size=1, num_workers=4, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
