@@ -26,6 +26,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+def _import_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", type=Path, default=None, help="manifest (default: beside)")
+    p.add_argument("--force", action="store_true", help="replace an existing manifest")
+    p.add_argument("--json", action="store_true", help="print the manifest on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
 def _runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--providers",
@@ -47,7 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True)
 
     p = sub.add_parser("models", help="list the models in a models folder")
+    p.add_argument("--check", action="store_true", help="compare each ONNX graph with its manifest")
     _common(p)
+
+    p = sub.add_parser("import", help="write a manifest from how a model was trained")
+    family = p.add_subparsers(dest="family", required=True)
+    q = family.add_parser("mmseg", help="from an MMSegmentation config (0.x or 1.x)")
+    q.add_argument("config", type=Path, help="the training config (.py), read without running")
+    q.add_argument("onnx", type=Path, help="the exported model")
+    _import_common(q)
+    q = family.add_parser("ifnet", help="with IF-Net's conventions for one of its variants")
+    q.add_argument("onnx", type=Path, help="the exported model")
+    q.add_argument(
+        "--variant",
+        required=True,
+        help="ShapeNet128Vox, ShapeNet32Vox, ShapeNet300Points or ShapeNet3000Points",
+    )
+    _import_common(q)
 
     p = sub.add_parser("crown", help="generate a crown mesh from a scan")
     p.add_argument("mesh", type=Path, help="scan around the preparation (STL/PLY/OBJ/OFF/VTP, mm)")
@@ -135,13 +158,41 @@ def cmd_models(args: argparse.Namespace) -> int:
         for m in listing.models
     ]
     errors = [str(e) for e in listing.errors]
+    if args.check:
+        from app.core.model_lint import lint_model
+
+        for row, spec in zip(rows, listing.models, strict=True):
+            row["lint"] = lint_model(spec)
     if args.json:
         print(json.dumps({"models": rows, "errors": errors}, indent=2))
     else:
         for r in rows:
             print(f"{r['id']:<24} {r['kind']:<13} v{r['version']:<6} {r['name']}")
+            for warning in r.get("lint", []):
+                print(f"warning: {r['id']}: {warning}", file=sys.stderr)
         for e in errors:
             print(f"warning: {e}", file=sys.stderr)
+    return 3 if args.check and any(r["lint"] for r in rows) else 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from app.core.model_import import ifnet_manifest, mmseg_manifest, write_manifest
+
+    onnx_path = args.onnx.resolve()
+    out = args.output if args.output is not None else onnx_path.with_suffix(".json")
+    if out.exists() and not args.force:
+        raise InputError(out, "a manifest is already there; give --force to replace it")
+    if args.family == "mmseg":
+        data = mmseg_manifest(args.config, onnx_path, out.resolve().parent)
+        inputs = [args.config, onnx_path]
+    else:
+        data = ifnet_manifest(onnx_path, args.variant, out.resolve().parent)
+        inputs = [onnx_path]
+    write_manifest(data, out, inputs)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"manifest written to {out}")
     return 0
 
 
@@ -185,7 +236,13 @@ def cmd_crown(args: argparse.Namespace) -> int:
     _emit(args, out, f"crown written to {args.output} ({out['faces']} triangles)")
     for warning in result.warnings:
         print(f"warning: {args.output}: {warning}", file=sys.stderr)
+    _print_lint(result.report.info)
     return 0
+
+
+def _print_lint(info: dict[str, Any]) -> None:
+    for warning in info.get("model_lint", []):
+        print(f"warning: model: {warning}", file=sys.stderr)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -206,6 +263,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         **result.report.as_dict(),
     }
     _emit(args, out, f"mask written to {args.output}")
+    _print_lint(result.report.info)
     return 0
 
 
@@ -216,7 +274,12 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], line: str) -> None:
         print(line)
 
 
-COMMANDS = {"models": cmd_models, "crown": cmd_crown, "segment": cmd_segment}
+COMMANDS = {
+    "models": cmd_models,
+    "import": cmd_import,
+    "crown": cmd_crown,
+    "segment": cmd_segment,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

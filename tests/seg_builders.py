@@ -48,11 +48,13 @@ def build_colour_model(
     downsample: bool = False,
     input_size: tuple[int, int] | None = None,
     n_classes: int = 3,
+    pool: int = 2,
 ) -> Path:
     """Write the analytic model to ``path`` and return it.
 
     ``label_rank`` 2/3/4 gives labels (H, W) / (1, H, W) / (1, 1, H, W); ``downsample`` puts a
-    2x2 stride-2 average pool after the scores (output half the input size); ``input_size``
+    ``pool`` x ``pool`` average pool of that stride after the scores (output 1/pool of the
+    input size, remainder dropped); ``input_size``
     fixes H, W (else they are symbolic).
     """
     w = WEIGHTS_RGB if to_rgb else WEIGHTS_RGB[:, ::-1]
@@ -71,7 +73,9 @@ def build_colour_model(
     cur = "scores"
     if downsample:
         nodes.append(
-            helper.make_node("AveragePool", [cur], ["pooled"], kernel_shape=[2, 2], strides=[2, 2])
+            helper.make_node(
+                "AveragePool", [cur], ["pooled"], kernel_shape=[pool, pool], strides=[pool, pool]
+            )
         )
         cur = "pooled"
     if output_kind == "logits":

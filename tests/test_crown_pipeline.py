@@ -441,3 +441,22 @@ def test_oriented_frame_returns_the_scan_where_it_was(tmp_path, pool, monkeypatc
         np.testing.assert_allclose(result.report.info["frame_occlusal"], axes[:, 2], atol=1e-6)
     else:
         assert np.abs(d).mean() > 1.5 / 3
+
+
+def test_cell_placement_feeds_cells_and_keeps_the_generation_grid(tmp_path, pool) -> None:
+    """With ``placement: cells`` the voxels are cell-centred (spacing 1/R) while query points
+    and marching cubes stay on the generation grid linspace(-0.5, 0.5, N), as IF-Net's
+    generator does. A network sampling with align_corners=True reads cell i at the grid point
+    linspace(-0.5, 0.5, R)[i], so the identity model returns the box grown by R/(R-1) about
+    the frame centre: the stretch IF-Net's own networks were trained to undo."""
+    model = _model(tmp_path, voxel_grid={"placement": "cells"})
+    result = generate_crown(_box_scan(), model, pool)
+    assert result.report.info["voxel_grid"]["placement"] == "cells"
+    assert result.report.info["decoder_points"] == GEN**3
+    grow = VOX / (VOX - 1)
+    h = SIZE / (VOX - 1)
+    v = result.mesh.vertices
+    d_scaled = _signed_box_distance(CENTER + (v - CENTER) / grow) * grow
+    assert abs(d_scaled.mean() / h) < 1 / 8
+    assert np.abs(d_scaled).mean() / h < 1 / 3
+    assert _signed_box_distance(v).mean() / h > 0.2

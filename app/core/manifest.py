@@ -89,6 +89,35 @@ class Checks:
 
 
 @dataclass(frozen=True)
+class VoxelGrid:
+    """Where the input grid's cells sit and how a cell is decided (``app.core.crown.voxelize``).
+
+    The defaults are the app's own rules; ``cells`` / ``cube`` / ``ray_z_both`` reproduce
+    IF-Net's voxelization (docs/lab-models.md). ``point_samples`` and ``seed`` apply to
+    ``voxelization: point_cloud`` (surface samples, each marking its nearest cell).
+    """
+
+    placement: Literal["points", "cells"] = "points"
+    surface: Literal["ball", "cube"] = "ball"
+    inside: Literal["ray_x", "ray_z_both"] = "ray_x"
+    point_samples: int = 3000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the network samples its feature volumes, as trained (PyTorch ``grid_sample``).
+
+    Not applied by the app (the graph does the sampling); the model lint compares every
+    ``GridSample`` node of the graph with it.
+    """
+
+    align_corners: bool = True
+    padding_mode: Literal["zeros", "border", "reflection"] = "zeros"
+    mode: Literal["bilinear", "nearest", "bicubic"] = "bilinear"
+
+
+@dataclass(frozen=True)
 class CrownModel:
     """A validated crown manifest. ONNX paths are absolute (resolved against the manifest)."""
 
@@ -100,7 +129,7 @@ class CrownModel:
     output: str
     output_kind: Literal["logits", "probability"]
     voxel_resolution: int
-    voxelization: Literal["solid", "surface"]
+    voxelization: Literal["solid", "surface", "point_cloud"]
     frame: Frame
     point_convention: Literal["ifnet", "unit"]
     generation: Generation
@@ -110,6 +139,8 @@ class CrownModel:
     encoder_onnx: Path | None = None
     decoder_onnx: Path | None = None
     features: tuple[str, ...] = ()
+    voxel_grid: VoxelGrid = VoxelGrid()
+    sampling: Sampling = Sampling()
     kind: Literal["crown"] = "crown"
 
     @property
@@ -146,6 +177,25 @@ class Roi:
 
 
 @dataclass(frozen=True)
+class SegInference:
+    """How the model is run over the prepared image and its scores brought back, as mmseg's
+    ``test_cfg`` and test-time flip do.
+
+    ``mode``: ``whole`` (one pass) or ``slide`` (windows of ``crop_size`` every ``stride``,
+    (h, w), scores averaged where windows overlap). ``flip``: also run the horizontally flipped
+    image and average the class probabilities. ``interpolation`` and ``align_corners``: how
+    scores are resized back to the input and the source image.
+    """
+
+    mode: Literal["whole", "slide"] = "whole"
+    crop_size: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    flip: bool = False
+    interpolation: Literal["bilinear", "nearest"] = "bilinear"
+    align_corners: bool = False
+
+
+@dataclass(frozen=True)
 class SegmentationModel:
     """A validated segmentation manifest."""
 
@@ -156,7 +206,7 @@ class SegmentationModel:
     input: str
     output: str
     input_size: tuple[int, int] | None
-    resize: Literal["stretch", "keep_ratio_pad"]
+    resize: Literal["stretch", "keep_ratio_pad", "keep_ratio"]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     to_rgb: bool
@@ -164,6 +214,8 @@ class SegmentationModel:
     classes: tuple[SegClass, ...]
     size_divisor: int
     roi: Roi
+    scale: tuple[int, int] | None = None
+    inference: SegInference = SegInference()
     kind: Literal["segmentation"] = "segmentation"
 
     @property
@@ -272,6 +324,63 @@ def _is_rgb(v: Any) -> bool:
         and len(v) == 3
         and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in v)
     )
+
+
+def _is_size2(v: Any, low: int = 1) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) and low <= x <= 16384 for x in v)
+    )
+
+
+def _voxel_grid(r: _Reader) -> VoxelGrid:
+    vr = r.child("voxel_grid", {})
+    grid = VoxelGrid(
+        placement=vr.choice("placement", ("points", "cells"), "points"),
+        surface=vr.choice("surface", ("ball", "cube"), "ball"),
+        inside=vr.choice("inside", ("ray_x", "ray_z_both"), "ray_x"),
+        point_samples=vr.integer("point_samples", 1, 10_000_000, 3000),
+        seed=vr.integer("seed", 0, 2**32 - 1, 0),
+    )
+    vr.done()
+    return grid
+
+
+def _sampling(r: _Reader) -> Sampling:
+    sr = r.child("sampling", {})
+    sampling = Sampling(
+        align_corners=sr.boolean("align_corners", True),
+        padding_mode=sr.choice("padding_mode", ("zeros", "border", "reflection"), "zeros"),
+        mode=sr.choice("mode", ("bilinear", "nearest", "bicubic"), "bilinear"),
+    )
+    sr.done()
+    return sampling
+
+
+def _seg_inference(r: _Reader, output_kind: str) -> SegInference:
+    ir = r.child("inference", {})
+    mode = ir.choice("mode", ("whole", "slide"), "whole")
+    want = "[height, width] in pixels"
+    crop = ir.get("crop_size", lambda v: v is None or _is_size2(v), want, None)
+    stride = ir.get("stride", lambda v: v is None or _is_size2(v), want, None)
+    if mode == "slide" and (crop is None or stride is None):
+        ir.fail(ir.key("crop_size" if crop is None else "stride"), "is needed with mode 'slide'")
+    if mode == "whole" and (crop is not None or stride is not None):
+        ir.fail(ir.key("crop_size" if crop else "stride"), "is only used with mode 'slide'")
+    inference = SegInference(
+        mode=mode,
+        crop_size=None if crop is None else (crop[0], crop[1]),
+        stride=None if stride is None else (stride[0], stride[1]),
+        flip=ir.boolean("flip", False),
+        interpolation=ir.choice("interpolation", ("bilinear", "nearest"), "bilinear"),
+        align_corners=ir.boolean("align_corners", False),
+    )
+    if output_kind == "labels" and (inference.flip or mode == "slide"):
+        what = "flip" if inference.flip else "mode"
+        ir.fail(ir.key(what), "needs scores to average; output_kind 'labels' has none")
+    ir.done()
+    return inference
 
 
 def _crown(r: _Reader, name: str, version: str) -> CrownModel:
@@ -389,7 +498,7 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
         output=r.text("output"),
         output_kind=r.choice("output_kind", ("logits", "probability"), "logits"),
         voxel_resolution=r.integer("voxel_resolution", 4, 512),
-        voxelization=r.choice("voxelization", ("solid", "surface"), "solid"),
+        voxelization=r.choice("voxelization", ("solid", "surface", "point_cloud"), "solid"),
         frame=frame,
         point_convention=r.choice("point_convention", ("ifnet", "unit"), "ifnet"),
         generation=generation,
@@ -399,6 +508,8 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
         encoder_onnx=encoder,
         decoder_onnx=decoder,
         features=features,
+        voxel_grid=_voxel_grid(r),
+        sampling=_sampling(r),
     )
     r.done()
     return spec
@@ -406,19 +517,17 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
 
 def _segmentation(r: _Reader, name: str, version: str) -> SegmentationModel:
     size = r.get(
-        "input_size",
-        lambda v: (
-            v is None
-            or (
-                isinstance(v, list)
-                and len(v) == 2
-                and all(
-                    isinstance(x, int) and not isinstance(x, bool) and 8 <= x <= 16384 for x in v
-                )
-            )
-        ),
-        "null or [height, width] in pixels",
+        "input_size", lambda v: v is None or _is_size2(v, 8), "null or [height, width] in pixels"
     )
+    resize = r.choice("resize", ("stretch", "keep_ratio_pad", "keep_ratio"), "stretch")
+    scale = r.get("scale", lambda v: v is None or _is_size2(v), "[long side, short side]", None)
+    if resize == "keep_ratio" and scale is None:
+        r.fail("scale", "must be given with resize 'keep_ratio'")
+    if resize == "keep_ratio" and size is not None:
+        r.fail("input_size", "must be null with resize 'keep_ratio' (the size follows the image)")
+    if resize != "keep_ratio" and scale is not None:
+        r.fail("scale", "is only used with resize 'keep_ratio'")
+    output_kind = r.choice("output_kind", ("logits", "probabilities", "labels"))
     classes_raw = r.get(
         "classes",
         lambda v: isinstance(v, list) and 1 <= len(v) <= 256,
@@ -459,14 +568,16 @@ def _segmentation(r: _Reader, name: str, version: str) -> SegmentationModel:
         input=r.text("input"),
         output=r.text("output"),
         input_size=None if size is None else (size[0], size[1]),
-        resize=r.choice("resize", ("stretch", "keep_ratio_pad"), "stretch"),
+        resize=resize,
         mean=vec3("mean"),
         std=std,
         to_rgb=r.boolean("to_rgb", True),
-        output_kind=r.choice("output_kind", ("logits", "probabilities", "labels")),
+        output_kind=output_kind,
         classes=tuple(classes),
-        size_divisor=r.integer("size_divisor", 1, 1024, 32),
+        size_divisor=r.integer("size_divisor", 1, 1024, 1 if resize == "keep_ratio" else 32),
         roi=roi,
+        scale=None if scale is None else (max(scale), min(scale)),
+        inference=_seg_inference(r, output_kind),
     )
     r.done()
     return spec

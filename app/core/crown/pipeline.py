@@ -7,7 +7,7 @@ providers the sessions really run on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from app.core.crown.components import choose_parts, split_parts, submesh
 from app.core.crown.decode import CrownEvaluator, decision_level
 from app.core.crown.frame import AXES, CaseFrame, FrameRequest, make_frame
 from app.core.crown.meshio import Mesh, load_mesh, write_stl
+from app.core.crown.point_cloud import point_cloud_voxels, sample_surface
 from app.core.crown.smoothing import smooth
 from app.core.crown.surface import (
     evaluate_coarse_to_fine,
@@ -28,6 +29,7 @@ from app.core.crown.voxelize import voxelize
 from app.core.errors import InputError, ModelError, PipelineError
 from app.core.fileio import check_not_input
 from app.core.manifest import CrownModel
+from app.core.model_lint import lint_model
 from app.core.report import CancelToken, ProgressFn, RunReport
 from app.core.runtime import SessionPool
 
@@ -96,7 +98,7 @@ def _generate(
         vertices_unit = frame.to_unit(scan.vertices)
     tick("frame")
     with report.stage("voxelize"):
-        voxels = voxelize(vertices_unit, scan.faces, model.voxel_resolution, model.voxelization)
+        voxels = _voxels(vertices_unit, scan.faces, model)
     tick("voxelize")
 
     total = res**3 if coarse is None else coarse**3 + res**3 // 8
@@ -111,6 +113,7 @@ def _generate(
     with report.stage("session"):
         evaluator = CrownEvaluator(model, pool, voxels, cancel=cancel, on_batch=on_batch)
         report.providers = pool.providers_for(evaluator.session_paths)
+        report.info["model_lint"] = lint_model(model)
     if evaluator.encoded:
         report.timings_ms["session"] -= evaluator.encode_ms
         report.timings_ms["encode"] = evaluator.encode_ms
@@ -186,6 +189,7 @@ def _generate(
             "coarse_resolution": coarse,
             "voxel_resolution": model.voxel_resolution,
             "voxels_occupied": int(voxels.sum()),
+            "voxel_grid": asdict(model.voxel_grid),
             "frame_center_mm": [round(float(c), 4) for c in frame.center],
             "frame_occlusal": _rounded(frame.direction_to_mm(AXES[model.frame.occlusal])),
             "frame_mesial": _rounded(frame.direction_to_mm(AXES[model.frame.mesial])),
@@ -197,6 +201,19 @@ def _generate(
         }
     )
     return CrownResult(mesh=mesh, watertight=watertight, report=report, checks=checks)
+
+
+def _voxels(vertices_unit: np.ndarray, faces: np.ndarray, model: CrownModel) -> np.ndarray:
+    """The model's voxel input for a scan already in the unit cube, by the manifest's rules."""
+    rules, res = model.voxel_grid, model.voxel_resolution
+    if model.voxelization == "point_cloud":
+        try:
+            points = sample_surface(vertices_unit, faces, rules.point_samples, rules.seed)
+        except ValueError as exc:
+            raise InputError(None, f"cannot sample the scan's surface: {exc}") from exc
+        return point_cloud_voxels(points, res, rules.placement)
+    return voxelize(vertices_unit, faces, res, model.voxelization, placement=rules.placement,
+                    surface=rules.surface, inside=rules.inside)  # fmt: skip
 
 
 def _rounded(direction: np.ndarray) -> list[float]:

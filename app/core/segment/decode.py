@@ -3,9 +3,10 @@
 Contracts (``output_kind`` in the manifest):
 
 - ``logits`` / ``probabilities``: ``(1, C, h, w)`` (or ``(C, h, w)``), C = number of classes.
-  As mmseg does: scores resized bilinearly (half-pixel centres, like ``align_corners=False``)
-  to the input size when the model's output is smaller, the padding cropped off, the scores
-  resized bilinearly to the source size, then argmax over C (ties go to the lower class).
+  As mmseg does: scores resized bilinearly (half-pixel centres, like ``align_corners=False``,
+  unless the manifest's ``inference`` asks for aligned corners or nearest) to the input size
+  when the model's output is smaller, the padding cropped off, the scores resized to the
+  source size, then argmax over C (ties go to the lower class).
 - ``labels``: ``(h, w)``, ``(1, h, w)`` or ``(1, 1, h, w)``, any integer or float type (floats are
   rounded); the same geometry steps with nearest-neighbour resizing.
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from app.core.errors import ModelError, PipelineError
 from app.core.manifest import SegmentationModel
+from app.core.segment.passes import resize_scores
 from app.core.segment.preprocess import Prepared
 
 
@@ -107,26 +109,41 @@ def _all_finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a.sum())) or bool(np.isfinite(a).all())
 
 
-def decode(output: np.ndarray, prepared: Prepared, model: SegmentationModel) -> np.ndarray:
-    """Turn the raw model output into ``uint8 (h, w)`` class ids at ``prepared.source_size``."""
+def source_scores(
+    output: np.ndarray, prepared: Prepared, model: SegmentationModel
+) -> list[np.ndarray]:
+    """The score planes of a logits/probabilities output at ``prepared.source_size``: resized
+    to the input, padding cropped, resized to the source (the manifest's ``inference``)."""
     H, W = prepared.input_size
     vh, vw = prepared.valid
-    src = prepared.source_size
-    if model.output_kind == "labels":
-        lab = _labels_hw(output, model)
-        lab = _resize(lab, (H, W), cv2.INTER_NEAREST)[:vh, :vw]
-        return np.ascontiguousarray(_resize(lab, src, cv2.INTER_NEAREST))
+    how = model.inference
     scores = _scores_chw(output, model)
     if not _all_finite(scores):
         raise PipelineError(model.onnx, "model produced non-finite scores (NaN or inf)")
     planes = []
     for plane in scores:
         p = plane if plane.dtype == np.float32 else plane.astype(np.float32)
-        p = _resize(p, (H, W), cv2.INTER_LINEAR)[:vh, :vw]
-        planes.append(_resize(np.ascontiguousarray(p), src, cv2.INTER_LINEAR))
+        p = resize_scores(p, (H, W), how)[:vh, :vw]
+        planes.append(resize_scores(np.ascontiguousarray(p), prepared.source_size, how))
+    return planes
+
+
+def labels_from_scores(planes: list[np.ndarray]) -> np.ndarray:
+    """Class ids (uint8) of the best score per pixel, ties to the lower class."""
     if len(planes) == 1:
-        return np.zeros(src, np.uint8)
+        return np.zeros(planes[0].shape, np.uint8)
     return _argmax_into_uint8(planes)
+
+
+def decode(output: np.ndarray, prepared: Prepared, model: SegmentationModel) -> np.ndarray:
+    """Turn the raw model output into ``uint8 (h, w)`` class ids at ``prepared.source_size``."""
+    if model.output_kind == "labels":
+        H, W = prepared.input_size
+        vh, vw = prepared.valid
+        lab = _labels_hw(output, model)
+        lab = _resize(lab, (H, W), cv2.INTER_NEAREST)[:vh, :vw]
+        return np.ascontiguousarray(_resize(lab, prepared.source_size, cv2.INTER_NEAREST))
+    return labels_from_scores(source_scores(output, prepared, model))
 
 
 def decode_reference(
@@ -140,8 +157,9 @@ def decode_reference(
         lab = _labels_hw(output, model)
         lab = cv2.resize(lab, (W, H), interpolation=cv2.INTER_NEAREST)[:vh, :vw]
         return cv2.resize(np.ascontiguousarray(lab), (sw, sh), interpolation=cv2.INTER_NEAREST)
+    how = model.inference
     scores = _scores_chw(output, model).astype(np.float32)
-    up = np.stack([cv2.resize(p, (W, H), interpolation=cv2.INTER_LINEAR) for p in scores])
+    up = np.stack([resize_scores(p, (H, W), how) for p in scores])
     up = np.ascontiguousarray(up[:, :vh, :vw])
-    full = np.stack([cv2.resize(p, (sw, sh), interpolation=cv2.INTER_LINEAR) for p in up])
+    full = np.stack([resize_scores(p, (sh, sw), how) for p in up])
     return np.argmax(full, axis=0).astype(np.uint8)

@@ -5,7 +5,8 @@ Stages (timed in ``report.timings_ms``): ``load``, ``roi``, ``preprocess``, ``in
 ``image_size`` ([height, width]), ``input_size`` (the tensor fed, [height, width]),
 ``class_pixels`` / ``class_fraction`` (per class name), ``roi_box`` (x0, y0, x1, y1 in source
 pixels, x1/y1 exclusive; null for the full frame), ``roi_fraction`` (crop area / frame area)
-and ``roi_note`` (how the crop was chosen, or why the full frame was used).
+and ``roi_note`` (how the crop was chosen, or why the full frame was used) and ``model_lint``
+(where the ONNX graph does not match the manifest, :mod:`app.core.model_lint`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import numpy as np
 from app.core.errors import InputError, ModelError
 from app.core.fileio import atomic_write_bytes, check_not_input
 from app.core.manifest import SegmentationModel
+from app.core.model_lint import lint_model
 from app.core.report import CancelToken, ProgressFn, RunReport
 from app.core.runtime import ModelSession, SessionPool
-from app.core.segment.decode import decode
+from app.core.segment.decode import decode, labels_from_scores, source_scores
 from app.core.segment.imageio import load_image, save_label_png
 from app.core.segment.overlay import overlay
-from app.core.segment.preprocess import preprocess
+from app.core.segment.passes import flip_average, slide_scores
+from app.core.segment.preprocess import Prepared, preprocess
 from app.core.segment.roi import Box, plan_roi
 
 
@@ -61,7 +64,17 @@ def check_session(session: ModelSession, model: SegmentationModel) -> None:
             model.onnx, f"input '{model.input}' has shape {shape}; (1, 3, H, W) needed"
         )
     fixed = [d if isinstance(d, int) else None for d in shape[2:]]
-    if model.input_size is None:
+    if model.inference.mode == "slide":
+        if any(
+            got is not None and got != want
+            for want, got in zip(model.inference.crop_size, fixed, strict=True)
+        ):
+            raise ModelError(
+                model.manifest_path,
+                f"inference.crop_size {list(model.inference.crop_size)} does not match the "
+                f"model's input {shape}",
+            )
+    elif model.input_size is None:
         if any(d is not None for d in fixed):
             raise ModelError(
                 model.manifest_path,
@@ -86,7 +99,30 @@ def class_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def _run_model(session: ModelSession, model: SegmentationModel, tensor: np.ndarray) -> np.ndarray:
+    """The raw output for a prepared tensor: one pass, or mmseg's slide windows averaged."""
+    if model.inference.mode == "slide":
+        return slide_scores(
+            tensor, model.inference, lambda t: session.run([model.output], {model.input: t})[0]
+        )
     return session.run([model.output], {model.input: tensor})[0]
+
+
+def _flip_labels(
+    raw: np.ndarray,
+    prepared: Prepared,
+    crop: np.ndarray,
+    session: ModelSession,
+    model: SegmentationModel,
+) -> np.ndarray:
+    """Labels from the scores of ``crop`` and of its mirror image, probabilities averaged."""
+    mirrored = preprocess(np.ascontiguousarray(crop[:, ::-1]), model)
+    raw_m = _run_model(session, model, mirrored.tensor)
+    planes = flip_average(
+        source_scores(raw, prepared, model),
+        source_scores(raw_m, mirrored, model),
+        model.output_kind,
+    )
+    return labels_from_scores(planes)
 
 
 def _sub_progress(progress: ProgressFn | None, lo: float, hi: float) -> ProgressFn:
@@ -112,6 +148,7 @@ def _segment(
     session = pool.get(model.onnx)
     report.providers = list(session.providers)
     check_session(session, model)
+    report.info["model_lint"] = lint_model(model)
     h, w = image_rgb.shape[:2]
     use_roi = model.roi.enabled if roi is None else bool(roi)
 
@@ -139,7 +176,10 @@ def _segment(
     cancel.check()
     progress("infer", 0.85)
     with report.stage("decode"):
-        crop_labels = decode(raw, prepared, model)
+        if model.inference.flip:
+            crop_labels = _flip_labels(raw, prepared, crop, session, model)
+        else:
+            crop_labels = decode(raw, prepared, model)
         if box is None:
             labels = crop_labels
         else:

@@ -41,11 +41,25 @@ def round_up(n: int, divisor: int) -> int:
     return -(-int(n) // int(divisor)) * int(divisor)
 
 
+def rescale_size(source_size: tuple[int, int], scale: tuple[int, int]) -> tuple[int, int]:
+    """mmcv's keep-ratio size: the (h, w) of the image scaled by
+    ``min(long / max(h, w), short / min(h, w))`` for ``scale`` = (long, short), each side
+    rounded as mmcv rounds it, ``int(side * factor + 0.5)``."""
+    h, w = source_size
+    long, short = max(scale), min(scale)
+    factor = min(long / max(h, w), short / min(h, w))
+    return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
 def plan_geometry(
     source_size: tuple[int, int], model: SegmentationModel
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """Return ``(input_size, valid)``: the tensor's (H, W) and the (h, w) the image occupies."""
     h, w = source_size
+    if model.resize == "keep_ratio":
+        vh, vw = rescale_size((h, w), model.scale)
+        d = model.size_divisor
+        return (round_up(vh, d), round_up(vw, d)), (vh, vw)
     if model.input_size is None:
         d = model.size_divisor
         return (round_up(h, d), round_up(w, d)), (h, w)
