@@ -89,6 +89,18 @@ class Checks:
 
 
 @dataclass(frozen=True)
+class ServerModel:
+    """The model's name and version on a Triton Inference Server (see ``docs/server.md``).
+
+    ``version`` is the numbered version folder the server must hold; empty means whichever
+    version the server serves.
+    """
+
+    name: str
+    version: str = ""
+
+
+@dataclass(frozen=True)
 class CrownModel:
     """A validated crown manifest. ONNX paths are absolute (resolved against the manifest)."""
 
@@ -110,6 +122,7 @@ class CrownModel:
     encoder_onnx: Path | None = None
     decoder_onnx: Path | None = None
     features: tuple[str, ...] = ()
+    server: ServerModel | None = None
     kind: Literal["crown"] = "crown"
 
     @property
@@ -164,6 +177,7 @@ class SegmentationModel:
     classes: tuple[SegClass, ...]
     size_divisor: int
     roi: Roi
+    server: ServerModel | None = None
     kind: Literal["segmentation"] = "segmentation"
 
     @property
@@ -272,6 +286,23 @@ def _is_rgb(v: Any) -> bool:
         and len(v) == 3
         and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in v)
     )
+
+
+def _server(r: _Reader) -> ServerModel | None:
+    server_r = r.child("server", None)
+    if server_r is None:
+        return None
+    version = server_r.get(
+        "version",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "a version number of at least 1",
+        None,
+    )
+    spec = ServerModel(
+        name=server_r.text("name", r.path.stem), version="" if version is None else str(version)
+    )
+    server_r.done()
+    return spec
 
 
 def _crown(r: _Reader, name: str, version: str) -> CrownModel:
@@ -399,6 +430,7 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
         encoder_onnx=encoder,
         decoder_onnx=decoder,
         features=features,
+        server=_server(r),
     )
     r.done()
     return spec
@@ -467,6 +499,7 @@ def _segmentation(r: _Reader, name: str, version: str) -> SegmentationModel:
         classes=tuple(classes),
         size_divisor=r.integer("size_divisor", 1, 1024, 32),
         roi=roi,
+        server=_server(r),
     )
     r.done()
     return spec

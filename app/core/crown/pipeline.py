@@ -109,6 +109,7 @@ def _generate(
             progress("decode", start + span * min(1.0, done[0] / total))
 
     with report.stage("session"):
+        pool.bind(model)
         evaluator = CrownEvaluator(model, pool, voxels, cancel=cancel, on_batch=on_batch)
         report.providers = pool.providers_for(evaluator.session_paths)
     if evaluator.encoded:

@@ -109,6 +109,7 @@ def _segment(
     image_rgb = np.asarray(image_rgb)
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
         raise ValueError(f"image must be uint8 (H, W, 3) RGB, got {image_rgb.shape}")
+    pool.bind(model)
     session = pool.get(model.onnx)
     report.providers = list(session.providers)
     check_session(session, model)
