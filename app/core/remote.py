@@ -32,6 +32,9 @@ ENV_VAR = "CROWNSCAN_SERVER"
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 SCHEMES = {"grpc": ("grpc", False), "grpcs": ("grpc", True),
            "http": ("http", False), "https": ("http", True)}  # fmt: skip
+TRITON_TYPES = {1: "FP32", 10: "FP16", 11: "FP64", 7: "INT64", 6: "INT32", 3: "INT8",
+                2: "UINT8", 9: "BOOL"}  # fmt: skip
+"""ONNX element type -> Triton data type."""
 ONNX_TYPES = {"FP32": "tensor(float)", "FP16": "tensor(float16)", "FP64": "tensor(double)",
               "INT64": "tensor(int64)", "INT32": "tensor(int32)", "INT8": "tensor(int8)",
               "UINT8": "tensor(uint8)", "BOOL": "tensor(bool)"}  # fmt: skip
@@ -212,8 +215,6 @@ def _file_signature(path: Path) -> dict[str, tuple[str, list]]:
     """name -> (Triton data type, shape with None for dynamic dims) of a model file's
     inputs and outputs."""
     import onnx
-    from onnx import helper
-    from tritonclient.utils import np_to_triton_dtype
 
     graph = onnx.load(str(path), load_external_data=False).graph
     initialised = {t.name for t in graph.initializer}
@@ -222,7 +223,7 @@ def _file_signature(path: Path) -> dict[str, tuple[str, list]]:
         if item.name in initialised:
             continue
         t = item.type.tensor_type
-        dtype = np_to_triton_dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
+        dtype = TRITON_TYPES.get(t.elem_type, f"ONNX type {t.elem_type}")
         dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
         found[item.name] = (dtype, dims)
     return found

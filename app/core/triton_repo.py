@@ -16,10 +16,7 @@ from pathlib import Path
 
 from app.core.errors import InputError, ModelError
 from app.core.manifest import ModelSpec, scan_models
-from app.core.remote import server_files, server_model
-
-TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32",
-         3: "TYPE_INT8", 2: "TYPE_UINT8", 9: "TYPE_BOOL"}  # fmt: skip
+from app.core.remote import TRITON_TYPES, server_files, server_model
 
 
 @dataclass(frozen=True)
@@ -66,14 +63,14 @@ def _can_batch(inputs: list, outputs: list) -> bool:
     return all(d and d[0] == -1 for d in dims)
 
 
-def _tensor_block(kind: str, items: list, batching: bool) -> str:
+def _tensor_block(kind: str, items: list, batching: bool, path: Path) -> str:
     rows = []
     for t in items:
-        dtype = TYPES.get(t.type.tensor_type.elem_type)
+        dtype = TRITON_TYPES.get(t.type.tensor_type.elem_type)
         if dtype is None:
-            raise ModelError(None, f"tensor '{t.name}' has a data type Triton configs do not name")
+            raise ModelError(path, f"tensor '{t.name}' has a data type Triton does not serve")
         dims = _dims(t)[1:] if batching else _dims(t)
-        rows.append(f'  {{ name: "{t.name}" data_type: {dtype} dims: [ '
+        rows.append(f'  {{ name: "{t.name}" data_type: TYPE_{dtype} dims: [ '
                     f"{', '.join(str(d) for d in dims)} ] }}")  # fmt: skip
     return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
 
@@ -85,8 +82,8 @@ def model_config(name: str, path: Path, options: RepoOptions) -> tuple[str, bool
     text = (
         f'name: "{name}"\nbackend: "onnxruntime"\n'
         f"max_batch_size: {options.max_batch if batching else 0}\n"
-        + _tensor_block("input", inputs, batching)
-        + _tensor_block("output", outputs, batching)
+        + _tensor_block("input", inputs, batching, path)
+        + _tensor_block("output", outputs, batching, path)
         + f"instance_group [ {{ kind: {'KIND_GPU' if options.gpu else 'KIND_CPU'} count: 1 }} ]\n"
     )
     if batching:
