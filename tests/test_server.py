@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from app.core.crown.decode import CrownEvaluator, decision_level
+from app.core.crown.decoder_plan import plan_decoder
 from app.core.crown.frame import make_frame
 from app.core.crown.meshio import load_mesh
 from app.core.crown.pipeline import generate_crown
@@ -105,7 +106,7 @@ def test_segmentation_through_the_server_gives_the_local_mask(
     assert traffic.requests >= 1 and traffic.sent >= 3 * 4 * 64 * 64
 
 
-def test_crown_through_the_server_has_the_local_occupancy_and_mesh(server):
+def test_crown_through_the_server_has_the_local_mesh(server):
     model = load_manifest(MODELS / "crown_demo.json")
     scan = load_mesh(SAMPLE / "scan.ply")
     pool = _remote(server.grpc)
@@ -113,24 +114,40 @@ def test_crown_through_the_server_has_the_local_occupancy_and_mesh(server):
     remote = generate_crown(scan, model, pool, resolution=65)
     assert np.array_equal(remote.mesh.faces, local.mesh.faces)
     assert np.array_equal(remote.mesh.vertices, local.mesh.vertices)
-    assert remote.report.info["decoder_path"] == local.report.info["decoder_path"] == "split+gather"
     assert remote.report.providers == [f"Triton: {server.grpc} (CPU)"]
+    # the demo's features (5 MB) outweigh its voxels (0.4 MB): the whole graph runs remotely
+    assert local.report.info["decoder_path"] == "split+gather"
+    assert remote.report.info["decoder_path"].startswith("one graph (on Triton the voxels")
+    traffic = pool.traffic()["crown_demo"]
+    assert traffic.requests == remote.report.info["batches"] > 1
+    voxel_bytes = 4 * model.voxel_resolution**3
+    points = remote.report.info["decoder_points"]
+    assert traffic.sent == traffic.requests * voxel_bytes + 12 * points
 
-    traffic = pool.traffic()
-    assert traffic["crown_demo_encoder"].requests == 1
-    assert traffic["crown_demo_encoder"].sent == 4 * model.voxel_resolution**3
-    assert traffic["crown_demo_decoder"].requests == remote.report.info["batches"]
 
+def test_split_crown_through_the_server_has_the_local_occupancy(server):
+    model = load_manifest(MODELS / "crown_demo.json")
+    scan = load_mesh(SAMPLE / "scan.ply")
     frame = make_frame(scan.vertices, model.frame, None, None)
-    voxels = voxelize(frame.to_unit(scan.vertices), scan.faces, model.voxel_resolution,
-                      model.voxelization)  # fmt: skip
+    voxels = voxelize(
+        frame.to_unit(scan.vertices), scan.faces, model.voxel_resolution, model.voxelization
+    )
     grid = np.stack(np.meshgrid(*[np.linspace(-0.5, 0.5, 40)] * 3, indexing="ij"), -1)
     points = grid.reshape(-1, 3)
     level = decision_level(model.generation.threshold, model.output_kind)
-    here = CrownEvaluator(model, SessionPool(CPU), voxels).evaluate(points) > level
-    there = CrownEvaluator(model, pool, voxels).evaluate(points) > level
-    assert 0 < here.sum() < here.size
-    assert np.array_equal(there, here)
+    plan = plan_decoder(model.onnx, "x", "p", model.voxel_resolution)
+    assert plan.split
+    pool = _remote(server.grpc)
+    pool.bind(model)
+    here = CrownEvaluator(model, SessionPool(CPU), voxels, plan=plan)
+    there = CrownEvaluator(model, pool, voxels, plan=plan)
+    inside = here.evaluate(points) > level
+    assert 0 < inside.sum() < inside.size
+    assert np.array_equal(there.evaluate(points) > level, inside)
+    traffic = pool.traffic()
+    assert traffic["crown_demo_encoder"].requests == 1
+    assert traffic["crown_demo_encoder"].sent == 4 * model.voxel_resolution**3
+    assert traffic["crown_demo_decoder"].requests == there.batches
 
 
 def test_a_server_model_of_another_signature_is_refused(server, tmp_path, image):

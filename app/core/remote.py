@@ -229,6 +229,18 @@ def _file_signature(path: Path) -> dict[str, tuple[str, list]]:
     return found
 
 
+def feature_bytes(encoder: Path) -> int:
+    """Bytes of an encoder's outputs (static shapes; dynamic dims count as 1)."""
+    import onnx
+
+    total = 0
+    for item in onnx.load(str(encoder), load_external_data=False).graph.output:
+        t = item.type.tensor_type
+        size = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+        total += size * int(np.prod([max(1, d.dim_value) for d in t.shape.dim]))
+    return total
+
+
 def check_signature(path: Path, meta: dict, where: str) -> None:
     """Refuse a server model whose inputs, outputs, data types or shapes differ from the
     model file's; the error names the first difference."""
@@ -363,6 +375,26 @@ class RemotePool(SessionPool):
         with self._lock:
             for path, target in server_files(model).items():
                 self._targets[Path(path).resolve()] = (target, version)
+
+    def plan_for(self, model: Any) -> Any:
+        """Run a one-graph crown model whole on the server when its features outweigh the
+        voxels: the backend keeps nothing between requests, so the split sends the features
+        with every decoder batch, the whole graph the voxels."""
+        if model.kind != "crown" or model.onnx is None or not model.generation.fast_decoder:
+            return None
+        from app.core.crown.decoder_plan import DecoderPlan, decoder_cost, plan_decoder
+
+        pname = model.inputs["points"]
+        plan = plan_decoder(model.onnx, model.inputs["voxels"], pname, model.voxel_resolution)
+        if not plan.split:
+            return None
+        features = feature_bytes(plan.encoder)
+        voxels = 4 * model.voxel_resolution**3
+        if features <= voxels:
+            return None
+        reason = (f"on Triton the voxels ({voxels / 2**20:.2f} MB) go with each batch rather "
+                  f"than the split's features ({features / 2**20:.2f} MB)")  # fmt: skip
+        return DecoderPlan("one graph", reason, bytes_per_point=decoder_cost(model.onnx, pname))
 
     def _target(self, path: Path) -> tuple[str, str]:
         with self._lock:

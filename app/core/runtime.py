@@ -184,6 +184,10 @@ class SessionPool:
         """Learn which files a manifest runs before they are asked for; nothing to learn
         locally (see :class:`app.core.remote.RemotePool`)."""
 
+    def plan_for(self, model: Any) -> Any:
+        """The crown decoder plan this pool prefers for ``model``; None: the manifest's."""
+        return None
+
     def loaded(self) -> list[ModelSession]:
         with self._lock:
             return list(self._sessions.values())

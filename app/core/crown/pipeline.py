@@ -110,7 +110,9 @@ def _generate(
 
     with report.stage("session"):
         pool.bind(model)
-        evaluator = CrownEvaluator(model, pool, voxels, cancel=cancel, on_batch=on_batch)
+        evaluator = CrownEvaluator(
+            model, pool, voxels, cancel=cancel, on_batch=on_batch, plan=pool.plan_for(model)
+        )
         report.providers = pool.providers_for(evaluator.session_paths)
     if evaluator.encoded:
         report.timings_ms["session"] -= evaluator.encode_ms
