@@ -35,6 +35,8 @@ SCHEMES = {"grpc": ("grpc", False), "grpcs": ("grpc", True),
 TRITON_TYPES = {1: "FP32", 10: "FP16", 11: "FP64", 7: "INT64", 6: "INT32", 3: "INT8",
                 2: "UINT8", 9: "BOOL"}  # fmt: skip
 """ONNX element type -> Triton data type."""
+ITEM_BYTES = {"FP32": 4, "FP16": 2, "FP64": 8, "INT64": 8, "INT32": 4, "INT8": 1, "UINT8": 1,
+              "BOOL": 1}  # fmt: skip
 ONNX_TYPES = {"FP32": "tensor(float)", "FP16": "tensor(float16)", "FP64": "tensor(double)",
               "INT64": "tensor(int64)", "INT32": "tensor(int32)", "INT8": "tensor(int8)",
               "UINT8": "tensor(uint8)", "BOOL": "tensor(bool)"}  # fmt: skip
@@ -211,40 +213,42 @@ def _ints(shape: Sequence) -> list[int]:
     return [int(d) for d in shape]
 
 
-def _file_signature(path: Path) -> dict[str, tuple[str, list]]:
-    """name -> (Triton data type, shape with None for dynamic dims) of a model file's
-    inputs and outputs."""
+@dataclass(frozen=True)
+class FileTensor:
+    """An input or output of a model file: Triton data type, dims (None where dynamic)."""
+
+    name: str
+    dtype: str
+    dims: list
+    is_input: bool
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes at the static dims (a dynamic dim counts as 1)."""
+        return ITEM_BYTES.get(self.dtype, 4) * int(np.prod([d or 1 for d in self.dims]))
+
+
+def file_tensors(path: Path) -> list[FileTensor]:
+    """The inputs (initialisers left out) and outputs of an ONNX file, in graph order."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     initialised = {t.name for t in graph.initializer}
-    found = {}
-    for item in [*graph.input, *graph.output]:
+    found = []
+    for item, is_input in [*((i, True) for i in graph.input), *((o, False) for o in graph.output)]:
         if item.name in initialised:
             continue
         t = item.type.tensor_type
         dtype = TRITON_TYPES.get(t.elem_type, f"ONNX type {t.elem_type}")
         dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-        found[item.name] = (dtype, dims)
+        found.append(FileTensor(item.name, dtype, dims, is_input))
     return found
-
-
-def feature_bytes(encoder: Path) -> int:
-    """Bytes of an encoder's outputs (static shapes; dynamic dims count as 1)."""
-    import onnx
-
-    total = 0
-    for item in onnx.load(str(encoder), load_external_data=False).graph.output:
-        t = item.type.tensor_type
-        size = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
-        total += size * int(np.prod([max(1, d.dim_value) for d in t.shape.dim]))
-    return total
 
 
 def check_signature(path: Path, meta: dict, where: str) -> None:
     """Refuse a server model whose inputs, outputs, data types or shapes differ from the
     model file's; the error names the first difference."""
-    want = _file_signature(path)
+    want = {t.name: (t.dtype, t.dims) for t in file_tensors(path)}
     got = {t["name"]: (t["datatype"], _ints(t["shape"]))
            for t in [*meta.get("inputs", []), *meta.get("outputs", [])]}  # fmt: skip
     missing = [n for n in want if n not in got]
@@ -388,7 +392,7 @@ class RemotePool(SessionPool):
         plan = plan_decoder(model.onnx, model.inputs["voxels"], pname, model.voxel_resolution)
         if not plan.split:
             return None
-        features = feature_bytes(plan.encoder)
+        features = sum(t.nbytes for t in file_tensors(plan.encoder) if not t.is_input)
         voxels = 4 * model.voxel_resolution**3
         if features <= voxels:
             return None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from app.core.errors import InputError, ModelError
 from app.core.manifest import ModelSpec, scan_models
-from app.core.remote import TRITON_TYPES, server_files, server_model
+from app.core.remote import TRITON_TYPES, FileTensor, file_tensors, server_files, server_model
 
 
 @dataclass(frozen=True)
@@ -44,41 +44,23 @@ class RepoModel:
     size: int
 
 
-def _tensors(path: Path) -> tuple[list, list]:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initialised = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initialised]
-    return inputs, list(graph.output)
-
-
-def _dims(item) -> list[int]:
-    return [d.dim_value if d.HasField("dim_value") else -1 for d in item.type.tensor_type.shape.dim]
-
-
-def _can_batch(inputs: list, outputs: list) -> bool:
-    """Whether every tensor has a first dimension the graph leaves free."""
-    dims = [_dims(t) for t in [*inputs, *outputs]]
-    return all(d and d[0] == -1 for d in dims)
-
-
-def _tensor_block(kind: str, items: list, batching: bool, path: Path) -> str:
+def _tensor_block(kind: str, items: list[FileTensor], batching: bool, path: Path) -> str:
     rows = []
     for t in items:
-        dtype = TRITON_TYPES.get(t.type.tensor_type.elem_type)
-        if dtype is None:
+        if t.dtype not in TRITON_TYPES.values():
             raise ModelError(path, f"tensor '{t.name}' has a data type Triton does not serve")
-        dims = _dims(t)[1:] if batching else _dims(t)
-        rows.append(f'  {{ name: "{t.name}" data_type: TYPE_{dtype} dims: [ '
+        dims = [-1 if d is None else d for d in (t.dims[1:] if batching else t.dims)]
+        rows.append(f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ '
                     f"{', '.join(str(d) for d in dims)} ] }}")  # fmt: skip
     return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
 
 
 def model_config(name: str, path: Path, options: RepoOptions) -> tuple[str, bool]:
     """The ``config.pbtxt`` text for one ONNX file, and whether it batches."""
-    inputs, outputs = _tensors(path)
-    batching = options.max_batch > 0 and _can_batch(inputs, outputs)
+    tensors = file_tensors(path)
+    inputs = [t for t in tensors if t.is_input]
+    outputs = [t for t in tensors if not t.is_input]
+    batching = options.max_batch > 0 and all(t.dims and t.dims[0] is None for t in tensors)
     text = (
         f'name: "{name}"\nbackend: "onnxruntime"\n'
         f"max_batch_size: {options.max_batch if batching else 0}\n"
