@@ -181,11 +181,13 @@ def test_fallback_runs_locally_and_says_so(server, tmp_path, image, local_labels
     assert "model 'not_here'" in pool.get(model.onnx).notes[0]
 
 
-def test_a_request_past_the_timeout_is_named(server, tmp_path, image):
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_request_past_the_timeout_is_named(server, tmp_path, image, protocol):
     model = _segmentation_served_as(tmp_path, name="scanseg_slow")
-    pool = _remote(server.grpc, timeout_s=0.5)
-    with pytest.raises(PipelineError, match=rf"Triton {server.grpc}, model 'scanseg_slow': no "
-                       r"answer within 0.5 s"):  # fmt: skip
+    address = server.grpc if protocol == "grpc" else server.http
+    pool = _remote(address, protocol, timeout_s=1.0)
+    with pytest.raises(PipelineError, match=rf"Triton {address}, model 'scanseg_slow': no "
+                       r"answer within 1 s"):  # fmt: skip
         segment_image(image, model, pool, roi=False)
 
 
