@@ -6,12 +6,13 @@ repository ``crownscan serve-repo`` writes, each model through ONNX Runtime on t
 thread, like the local runs): the figures show the protocol's cost next to the local run, not
 a GPU server's speed.
 
-    python benchmarks/bench_server.py [--repeats 3] [--crown-resolution 65] [--clients 1,2,4,8]
+    python benchmarks/bench_server.py [--repeats 3] [--crown-resolution N] [--clients 1,2,4,8]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -56,8 +57,8 @@ def per_case(server, repeats: int, crown_res: int) -> None:
     scan = load_mesh(SAMPLE / "scan.ply")
     cases = {
         "segmentation": lambda pool: segment_image(image, seg, pool),
-        f"crown (res {crown_res})": lambda pool: generate_crown(
-            scan, crown, pool, resolution=crown_res
+        f"crown (res {crown_res or crown.generation.resolution})": lambda pool: generate_crown(
+            scan, crown, pool, resolution=crown_res or None
         ),
     }
     print(f"\nPer case (median of {repeats}; image {image.shape[1]}x{image.shape[0]}):")
@@ -67,9 +68,11 @@ def per_case(server, repeats: int, crown_res: int) -> None:
         local_pool = SessionPool(CPU)
         run(local_pool)  # warm: sessions, split plan
         local = _timed(lambda r=run, p=local_pool: r(p), repeats)
+        del local_pool  # its sessions' memory, before the server's grows
+        gc.collect()
         print(f"{name:<18} {'local':<10} {local:9.0f} {1.0:8.2f}")
         for protocol, address in (("grpc", server.grpc), ("http", server.http)):
-            pool = RemotePool(parse_server(f"{protocol}://{address}", timeout_s=600), CPU)
+            pool = RemotePool(parse_server(f"{protocol}://{address}", timeout_s=900), CPU)
             run(pool)
             before = {k: (t.requests, t.sent, t.received) for k, t in pool.traffic().items()}
             ms = _timed(lambda r=run, p=pool: r(p), repeats)
@@ -81,8 +84,9 @@ def per_case(server, repeats: int, crown_res: int) -> None:
             sizes = f"{_mb(sent / repeats):>8} {_mb(recv / repeats):>8} {_mb(largest):>10}"
             print(f"{name:<18} {protocol:<10} {ms:9.0f} {ms / local:8.2f} {req / repeats:9.1f} "
                   f"{sizes}")  # fmt: skip
-        for key, t in pool.traffic().items():
-            print(f"  {key}: largest request {_mb(t.largest_request)} MB")
+        print(f"  server models: {', '.join(pool.traffic())}")
+        del pool
+        gc.collect()
 
 
 def concurrent(server, clients: list[int], cases_per_client: int) -> None:
@@ -91,7 +95,7 @@ def concurrent(server, clients: list[int], cases_per_client: int) -> None:
     print(f"\nSegmentation, N clients at once over gRPC ({cases_per_client} cases each):")
     print(f"{'clients':>7} {'median case ms':>15} {'worst case ms':>14} {'cases/s':>8}")
     for n in clients:
-        pools = [RemotePool(parse_server(f"grpc://{server.grpc}", timeout_s=600), CPU)
+        pools = [RemotePool(parse_server(f"grpc://{server.grpc}", timeout_s=900), CPU)
                  for _ in range(n)]  # fmt: skip
         for pool in pools:
             segment_image(image, seg, pool)
@@ -114,12 +118,13 @@ def concurrent(server, clients: list[int], cases_per_client: int) -> None:
         wall = time.perf_counter() - t0
         print(f"{n:>7} {statistics.median(times):15.0f} {max(times):14.0f} "
               f"{len(times) / wall:8.2f}")  # fmt: skip
+        del pools
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--crown-resolution", type=int, default=65)
+    parser.add_argument("--crown-resolution", type=int, default=0, help="0: the manifest's")
     parser.add_argument("--clients", default="1,2,4,8")
     parser.add_argument("--cases-per-client", type=int, default=3)
     args = parser.parse_args()
