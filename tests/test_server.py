@@ -26,7 +26,7 @@ from app.core.manifest import load_manifest
 from app.core.remote import RemotePool, parse_server
 from app.core.runtime import RuntimeConfig, SessionPool
 from app.core.segment.imageio import load_image
-from app.core.segment.pipeline import segment_image
+from app.core.segment.pipeline import run_segment, segment_image
 from app.core.triton_repo import RepoOptions, write_repository
 
 pytestmark = pytest.mark.server
@@ -191,7 +191,7 @@ def test_a_request_past_the_timeout_is_named(server, tmp_path, image, protocol):
         segment_image(image, model, pool, roi=False)
 
 
-def test_a_stopped_server_is_named_on_connect_and_on_run(server, image):
+def test_a_stopped_server_is_named_on_connect_and_on_run(server, image, tmp_path):
     model = load_manifest(MODELS / "scanseg_demo.json")
     connected = _remote(server.grpc)
     connected.bind(model)
@@ -204,3 +204,8 @@ def test_a_stopped_server_is_named_on_connect_and_on_run(server, image):
     with pytest.raises(PipelineError, match=rf"Triton {server.grpc}, model 'scanseg_demo' "
                        r"version 4: server not reachable"):  # fmt: skip
         session.run(None, {"input": np.zeros((1, 3, 64, 64), np.float32)})
+    with pytest.raises(PipelineError, match=rf"image_1\.jpg: Triton {server.grpc}, model "):
+        run_segment(
+            SAMPLE / "image_1.jpg", model, _remote(server.grpc), mask_path=tmp_path / "m.png"
+        )
+    assert not (tmp_path / "m.png").exists()

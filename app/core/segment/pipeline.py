@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.core.errors import InputError, ModelError
+from app.core.errors import InputError, ModelError, PipelineError
 from app.core.fileio import atomic_write_bytes, check_not_input
 from app.core.manifest import SegmentationModel
 from app.core.report import CancelToken, ProgressFn, RunReport
@@ -241,7 +241,14 @@ def run_segment(
         image = load_image(image_path)
     cancel.check()
     outer("load", 0.05)
-    result = _segment(image, model, pool, report, roi, cancel, _sub_progress(progress, 0.05, 0.9))
+    try:
+        result = _segment(
+            image, model, pool, report, roi, cancel, _sub_progress(progress, 0.05, 0.9)
+        )
+    except PipelineError as exc:  # a failure on a server names the image as well
+        if exc.path is not None:
+            raise
+        raise PipelineError(image_path, exc.message) from exc
     cancel.check()
     with report.stage("write"):
         if mask_path is not None:
