@@ -17,6 +17,7 @@ from typing import Any
 from app import __version__
 from app.core.errors import CrownscanError, InputError
 from app.core.paths import bundled_models_dir
+from app.core.remote import make_pool
 from app.core.runtime import DEFAULT_PREFERENCE, PROVIDER_NAMES, RuntimeConfig, SessionPool
 
 
@@ -40,6 +41,19 @@ def _runtime(p: argparse.ArgumentParser) -> None:
         help="provider preference, best first (tensorrt,cuda,cpu)",
     )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = automatic)")
+    p.add_argument(
+        "--server",
+        default=None,
+        metavar="URL",
+        help="run the models on a Triton server, grpc://HOST:8001 or http://HOST:8000 "
+        "(default: $CROWNSCAN_SERVER, else this machine)",
+    )
+    p.add_argument("--server-timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument(
+        "--server-fallback",
+        action="store_true",
+        help="run locally when the server cannot run a model (reported as such)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", choices=("auto", "on", "off"), default="auto", help="crop path")
     _common(p)
     _runtime(p)
+
+    p = sub.add_parser("serve-repo", help="write a Triton model repository from a models folder")
+    p.add_argument("models_dir", type=Path, help="the models folder the workstations use")
+    p.add_argument("out_dir", type=Path, help="new or empty folder for the repository")
+    p.add_argument("--cpu", action="store_true", help="instances on the CPU (no GPU on the server)")
+    p.add_argument("--no-tensorrt", action="store_true", help="ONNX Runtime's CUDA only")
+    p.add_argument("--fp16", action="store_true", help="TensorRT in FP16 (faster, not identical)")
+    p.add_argument("--max-batch", type=int, default=8, help="largest dynamic batch (0 = none)")
+    p.add_argument("--trt-cache", default="", help="TensorRT engine cache folder on the server")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
 
@@ -135,7 +160,14 @@ def _pool(args: argparse.Namespace) -> SessionPool:
         raise InputError(
             None, f"--providers takes {','.join(PROVIDER_NAMES)}; got {args.providers}"
         )
-    return SessionPool(RuntimeConfig(preference=prefs, intra_op_threads=args.threads))
+    from app.core.remote import parse_server, server_from_env
+
+    try:
+        kw = {"timeout_s": args.server_timeout, "fallback": args.server_fallback}
+        server = parse_server(args.server, **kw) if args.server else server_from_env(**kw)
+    except ValueError as exc:
+        raise InputError(None, f"--server: {exc}") from exc
+    return make_pool(RuntimeConfig(preference=prefs, intra_op_threads=args.threads), server)
 
 
 def _models_dir(args: argparse.Namespace) -> Path:
@@ -267,6 +299,34 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_repo(args: argparse.Namespace) -> int:
+    from app.core.triton_repo import RepoOptions, write_repository
+
+    if args.max_batch < 0:
+        raise InputError(None, f"--max-batch must be 0 or more, got {args.max_batch}")
+    options = RepoOptions(
+        gpu=not args.cpu,
+        tensorrt=not args.no_tensorrt,
+        precision="FP16" if args.fp16 else "FP32",
+        max_batch=args.max_batch,
+        trt_cache=args.trt_cache,
+    )
+    written, errors = write_repository(args.models_dir, args.out_dir, options)
+    rows = [{"name": m.name, "version": m.version, "source": str(m.source),
+             "batching": m.batching, "bytes": m.size} for m in written]  # fmt: skip
+    if args.json:
+        print(json.dumps({"repository": str(args.out_dir), "models": rows,
+                          "errors": [str(e) for e in errors]}, indent=2))  # fmt: skip
+    else:
+        for r in rows:
+            batch = "dynamic batching" if r["batching"] else "no batching"
+            print(f"{r['name']:<28} v{r['version']:<4} {r['bytes'] / 2**20:8.1f} MB  {batch}")
+        print(f"repository written to {args.out_dir}")
+    for e in errors:
+        print(f"warning: {e} (not served)", file=sys.stderr)
+    return 0
+
+
 def _emit(args: argparse.Namespace, payload: dict[str, Any], line: str) -> None:
     if args.json:
         print(json.dumps(payload, indent=2))
@@ -279,6 +339,7 @@ COMMANDS = {
     "import": cmd_import,
     "crown": cmd_crown,
     "segment": cmd_segment,
+    "serve-repo": cmd_serve_repo,
 }
 
 

@@ -78,6 +78,36 @@ def test_settings_dialog_edits_a_copy(qapp, qtbot):
     assert s.resolution == 0 and s.providers == ("tensorrt", "cuda", "cpu")
 
 
+def test_settings_choose_the_triton_server(isolated_qsettings, qapp, qtbot, monkeypatch):
+    from app.core.remote import ENV_VAR, RemotePool
+    from app.core.runtime import SessionPool
+    from app.ui.settings import AppSettings, SettingsDialog, load_settings, qsettings, save_settings
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    save_settings(AppSettings(server="gpu-server", server_fallback=True, server_timeout_s=5))
+    got = load_settings(qsettings())
+    pool = got.session_pool()
+    assert isinstance(pool, RemotePool)
+    assert (pool.server.url, pool.server.fallback, pool.server.timeout_s) == (
+        "grpc://gpu-server:8001", True, 5.0
+    )  # fmt: skip
+    qs = qsettings()
+    qs.setValue("server", "ftp://nowhere")
+    qs.sync()
+    assert load_settings(qsettings()).server == ""
+    monkeypatch.setenv(ENV_VAR, "http://lab-gpu")
+    assert AppSettings().session_pool().server.url == "http://lab-gpu:8000"
+    monkeypatch.setenv(ENV_VAR, "ftp://lab-gpu")
+    assert type(AppSettings().session_pool()) is SessionPool
+
+    dlg = SettingsDialog(AppSettings())
+    qtbot.addWidget(dlg)
+    dlg.server_edit.setText("grpcs://gpu-server:9001")
+    dlg.fallback_check.setChecked(True)
+    out = dlg.result_settings()
+    assert (out.server, out.server_fallback) == ("grpcs://gpu-server:9001", True)
+
+
 def test_viewer2d_zoom_fit_and_roi(qapp, qtbot):
     from app.ui.viewer2d import ImageEntry, Viewer2D
 

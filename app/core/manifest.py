@@ -117,6 +117,17 @@ class Sampling:
     mode: Literal["bilinear", "nearest", "bicubic"] = "bilinear"
 
 
+class ServerModel:
+    """The model's name and version on a Triton Inference Server (see ``docs/server.md``).
+
+    ``version`` is the numbered version folder the server must hold; empty means whichever
+    version the server serves.
+    """
+
+    name: str
+    version: str = ""
+
+
 @dataclass(frozen=True)
 class CrownModel:
     """A validated crown manifest. ONNX paths are absolute (resolved against the manifest)."""
@@ -141,6 +152,7 @@ class CrownModel:
     features: tuple[str, ...] = ()
     voxel_grid: VoxelGrid = VoxelGrid()
     sampling: Sampling = Sampling()
+    server: ServerModel | None = None
     kind: Literal["crown"] = "crown"
 
     @property
@@ -216,6 +228,7 @@ class SegmentationModel:
     roi: Roi
     scale: tuple[int, int] | None = None
     inference: SegInference = SegInference()
+    server: ServerModel | None = None
     kind: Literal["segmentation"] = "segmentation"
 
     @property
@@ -383,6 +396,23 @@ def _seg_inference(r: _Reader, output_kind: str) -> SegInference:
     return inference
 
 
+def _server(r: _Reader) -> ServerModel | None:
+    server_r = r.child("server", None)
+    if server_r is None:
+        return None
+    version = server_r.get(
+        "version",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "a version number of at least 1",
+        None,
+    )
+    spec = ServerModel(
+        name=server_r.text("name", r.path.stem), version="" if version is None else str(version)
+    )
+    server_r.done()
+    return spec
+
+
 def _crown(r: _Reader, name: str, version: str) -> CrownModel:
     onnx = r.file("onnx", None)
     encoder = r.file("encoder_onnx", None)
@@ -510,6 +540,7 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
         features=features,
         voxel_grid=_voxel_grid(r),
         sampling=_sampling(r),
+        server=_server(r),
     )
     r.done()
     return spec
@@ -578,6 +609,7 @@ def _segmentation(r: _Reader, name: str, version: str) -> SegmentationModel:
         roi=roi,
         scale=None if scale is None else (max(scale), min(scale)),
         inference=_seg_inference(r, output_kind),
+        server=_server(r),
     )
     r.done()
     return spec

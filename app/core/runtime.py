@@ -171,10 +171,22 @@ class SessionPool:
                 found = self._sessions.get(key)
             if found is not None:
                 return found
-            made = create_session(key, self.config)
+            made = self._create(key)
             with self._lock:
                 self._sessions[key] = made
             return made
+
+    def _create(self, path: Path) -> ModelSession:
+        """Make the session for one model file (a remote pool serves it from a server)."""
+        return create_session(path, self.config)
+
+    def bind(self, model: Any) -> None:
+        """Learn which files a manifest runs before they are asked for; nothing to learn
+        locally (see :class:`app.core.remote.RemotePool`)."""
+
+    def plan_for(self, model: Any) -> Any:
+        """The crown decoder plan this pool prefers for ``model``; None: the manifest's."""
+        return None
 
     def loaded(self) -> list[ModelSession]:
         with self._lock:

@@ -23,7 +23,6 @@ from app.core.cases import Case, CaseStatus, Decision, QaRecord, QaStore
 from app.core.crown.frame import CaseFrame, FrameTransform
 from app.core.errors import CrownscanError
 from app.core.manifest import Frame
-from app.core.runtime import SessionPool
 
 from .case_list import CaseList
 from .case_view import CaseView, case_stamp, load_case_view, view_from_result
@@ -91,7 +90,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setObjectName("MainWindow")
         self._qsettings = store if store is not None else qsettings()
         self.settings = settings if settings is not None else load_settings(self._qsettings)
-        self.pool = SessionPool(self.settings.runtime_config())
+        self.pool = self.settings.session_pool()
         self.runner = TaskRunner(self, threads=3)
         self.runner.progress.connect(self._on_progress)
         self.runner.done.connect(self._on_done)
@@ -1225,12 +1224,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings = new
         save_settings(new, self._qsettings)
         self.viewer2d.set_overlay_defaults(new.overlay_opacity, new.overlay_mode)
-        if (old.providers, old.cpu_threads, old.models_dir) != (
-            new.providers,
-            new.cpu_threads,
-            new.models_dir,
-        ):
-            self.pool = SessionPool(new.runtime_config())
+        keys = ("providers", "cpu_threads", "models_dir", "server", "server_fallback")
+        if any(getattr(old, k) != getattr(new, k) for k in keys):
+            self.pool = new.session_pool()
             self.load_models()
 
     def open_output_folder(self) -> None:

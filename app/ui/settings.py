@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
 from app.core.paths import bundled_models_dir
-from app.core.runtime import RuntimeConfig
+from app.core.remote import ENV_VAR, ServerConfig, make_pool, parse_server, server_from_env
+from app.core.runtime import RuntimeConfig, SessionPool
 
 ORGANIZATION = "Crownscan"
 APPLICATION = "Crownscan"
@@ -29,11 +31,16 @@ class AppSettings:
 
     ``models_dir`` empty means the bundled models; ``resolution`` 0 means the model's own;
     ``smoothing`` "model" keeps the manifest's smoothing; ``roi`` "model" follows the manifest.
+    ``server`` (a Triton server URL; empty: ``$CROWNSCAN_SERVER``, else this machine) runs
+    the models remotely, falling back to this machine only with ``server_fallback``.
     """
 
     models_dir: str = ""
     providers: tuple[str, ...] = ("tensorrt", "cuda", "cpu")
     cpu_threads: int = 0
+    server: str = ""
+    server_fallback: bool = False
+    server_timeout_s: int = 60
     resolution: int = 0
     smoothing: str = "model"
     smoothing_iterations: int = 10
@@ -48,6 +55,20 @@ class AppSettings:
 
     def runtime_config(self) -> RuntimeConfig:
         return RuntimeConfig(preference=tuple(self.providers), intra_op_threads=self.cpu_threads)
+
+    def server_config(self) -> ServerConfig | None:
+        """The Triton server to use: this setting, else ``$CROWNSCAN_SERVER``, else none."""
+        kw = {"timeout_s": self.server_timeout_s, "fallback": self.server_fallback}
+        return parse_server(self.server, **kw) if self.server else server_from_env(**kw)
+
+    def session_pool(self) -> SessionPool:
+        """The pool runs use; a malformed ``$CROWNSCAN_SERVER`` is logged and ignored."""
+        try:
+            server = self.server_config()
+        except ValueError as exc:
+            logging.getLogger("crownscan").warning("%s: %s (running locally)", ENV_VAR, exc)
+            server = None
+        return make_pool(self.runtime_config(), server)
 
     def roi_flag(self) -> bool | None:
         return {"model": None, "on": True, "off": False}[self.roi]
@@ -141,6 +162,11 @@ def load_settings(store: QtCore.QSettings | None = None) -> AppSettings:
     if out.overlay_mode not in ("fill", "contour"):
         out.overlay_mode = "fill"
     out.overlay_opacity = min(1.0, max(0.0, out.overlay_opacity))
+    out.server_timeout_s = max(1, out.server_timeout_s)
+    try:
+        parse_server(out.server) if out.server else None
+    except ValueError:
+        out.server = ""
     return out
 
 
@@ -185,6 +211,15 @@ class SettingsDialog(QtWidgets.QDialog):
         self.threads_spin.setValue(settings.cpu_threads)
         form.addRow("CPU threads", self.threads_spin)
 
+        row = QtWidgets.QHBoxLayout()
+        self.server_edit = QtWidgets.QLineEdit(settings.server)
+        self.server_edit.setPlaceholderText("this workstation (e.g. grpc://gpu-server:8001)")
+        self.fallback_check = QtWidgets.QCheckBox("fall back to this workstation")
+        self.fallback_check.setChecked(settings.server_fallback)
+        row.addWidget(self.server_edit, 1)
+        row.addWidget(self.fallback_check)
+        form.addRow("Triton server", row)
+
         self.resolution_spin = QtWidgets.QSpinBox()
         self.resolution_spin.setRange(0, 1024)
         self.resolution_spin.setSpecialValueText("model default")
@@ -228,6 +263,16 @@ class SettingsDialog(QtWidgets.QDialog):
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
 
+    def accept(self) -> None:
+        text = self.server_edit.text().strip()
+        try:
+            if text:
+                parse_server(text)
+        except ValueError as exc:
+            QtWidgets.QMessageBox.warning(self, "Triton server", str(exc))
+            return
+        super().accept()
+
     def _browse(self) -> None:
         folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Models folder")
         if folder:
@@ -238,6 +283,8 @@ class SettingsDialog(QtWidgets.QDialog):
         s.models_dir = self.models_edit.text().strip()
         s.providers = PROVIDER_CHOICES[self.provider_combo.currentText()]
         s.cpu_threads = self.threads_spin.value()
+        s.server = self.server_edit.text().strip()
+        s.server_fallback = self.fallback_check.isChecked()
         s.resolution = self.resolution_spin.value()
         s.smoothing = self.smoothing_combo.currentText()
         s.smoothing_iterations = self.smoothing_iter.value()

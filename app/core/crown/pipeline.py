@@ -111,7 +111,10 @@ def _generate(
             progress("decode", start + span * min(1.0, done[0] / total))
 
     with report.stage("session"):
-        evaluator = CrownEvaluator(model, pool, voxels, cancel=cancel, on_batch=on_batch)
+        pool.bind(model)
+        evaluator = CrownEvaluator(
+            model, pool, voxels, cancel=cancel, on_batch=on_batch, plan=pool.plan_for(model)
+        )
         report.providers = pool.providers_for(evaluator.session_paths)
         report.info["model_lint"] = lint_model(model)
     if evaluator.encoded:

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.core.errors import InputError, ModelError
+from app.core.errors import InputError, ModelError, PipelineError
 from app.core.fileio import atomic_write_bytes, check_not_input
 from app.core.manifest import SegmentationModel
 from app.core.model_lint import lint_model
@@ -145,6 +145,7 @@ def _segment(
     image_rgb = np.asarray(image_rgb)
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
         raise ValueError(f"image must be uint8 (H, W, 3) RGB, got {image_rgb.shape}")
+    pool.bind(model)
     session = pool.get(model.onnx)
     report.providers = list(session.providers)
     check_session(session, model)
@@ -280,7 +281,14 @@ def run_segment(
         image = load_image(image_path)
     cancel.check()
     outer("load", 0.05)
-    result = _segment(image, model, pool, report, roi, cancel, _sub_progress(progress, 0.05, 0.9))
+    try:
+        result = _segment(
+            image, model, pool, report, roi, cancel, _sub_progress(progress, 0.05, 0.9)
+        )
+    except PipelineError as exc:  # a failure on a server names the image as well
+        if exc.path is not None:
+            raise
+        raise PipelineError(image_path, exc.message) from exc
     cancel.check()
     with report.stage("write"):
         if mask_path is not None:
