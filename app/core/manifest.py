@@ -117,6 +117,7 @@ class Sampling:
     mode: Literal["bilinear", "nearest", "bicubic"] = "bilinear"
 
 
+@dataclass(frozen=True)
 class ServerModel:
     """The model's name and version on a Triton Inference Server (see ``docs/server.md``).
 
