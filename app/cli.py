@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -46,12 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crownscan {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True)
 
-    p = sub.add_parser("models", help="list the models in a models folder")
+    p = sub.add_parser(
+        "models", help="list the usable models (* = default) and the skipped ones, with why"
+    )
     _common(p)
 
     p = sub.add_parser("crown", help="generate a crown mesh from a scan")
     p.add_argument("mesh", type=Path, help="scan around the preparation (STL/PLY/OBJ/OFF/VTP, mm)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="crown STL to write")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, help="crown to write (.stl, .ply or .obj)"
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the scan's coordinates to get mm (1000 for metres, 0.001 for microns)",
+    )
     p.add_argument("--model", default=None, help="crown manifest path or model id")
     p.add_argument("--resolution", type=int, default=None, help="generation grid resolution")
     p.add_argument(
@@ -120,26 +132,32 @@ def _models_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from app.core.manifest import scan_models
+    from app.core.model_choice import check_folder, default_id
 
-    listing = scan_models(_models_dir(args))
+    found = check_folder(_models_dir(args))
+    defaults = {k: default_id(found.of_kind(k)) for k in ("crown", "segmentation")}
     rows = [
         {
             "id": m.id,
             "kind": m.kind,
             "name": m.name,
             "version": m.version,
+            "default": m.id == defaults[m.kind],
             "manifest": str(m.manifest_path),
             "onnx": [str(f) for f in m.onnx_files],
         }
-        for m in listing.models
+        for m in found.models
     ]
-    errors = [str(e) for e in listing.errors]
+    skipped = [
+        {"manifest": str(s.manifest), "kind": s.kind, "reason": s.reason} for s in found.skipped
+    ]
+    errors = [f"{s['manifest']}: skipped: {s['reason']}" for s in skipped]
     if args.json:
-        print(json.dumps({"models": rows, "errors": errors}, indent=2))
+        print(json.dumps({"models": rows, "skipped": skipped, "errors": errors}, indent=2))
     else:
         for r in rows:
-            print(f"{r['id']:<24} {r['kind']:<13} v{r['version']:<6} {r['name']}")
+            mark = "*" if r["default"] else " "
+            print(f"{mark} {r['id']:<24} {r['kind']:<13} v{r['version']:<6} {r['name']}")
         for e in errors:
             print(f"warning: {e}", file=sys.stderr)
     return 0
@@ -157,6 +175,8 @@ def cmd_crown(args: argparse.Namespace) -> int:
 
     if args.pick is not None and args.center is not None:
         raise InputError(None, "give either --pick or --center, not both")
+    if not (math.isfinite(args.scale) and args.scale > 0):
+        raise InputError(None, f"--scale must be a positive number, got {args.scale}")
     model = find_model(args.model, "crown", _models_dir(args))
     try:
         request = FrameRequest(
@@ -171,7 +191,13 @@ def cmd_crown(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(None, f"frame options: {exc}") from exc
     result = run_crown(
-        args.mesh, args.output, model, pool, resolution=args.resolution, frame_request=request
+        args.mesh,
+        args.output,
+        model,
+        pool,
+        resolution=args.resolution,
+        frame_request=request,
+        scale=args.scale,
     )
     out: dict[str, Any] = {
         "input": str(args.mesh),
@@ -216,6 +242,17 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], line: str) -> None:
         print(line)
 
 
+def _reader_gone() -> int:
+    """stdout was a pipe whose reader exited (``crownscan models | head -1``): the work is
+    done and nobody is left to tell; point stdout at devnull so the exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 COMMANDS = {"models": cmd_models, "crown": cmd_crown, "segment": cmd_segment}
 
 
@@ -237,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
     except Exception as exc:  # a bug: still one line unless --debug
         if args.debug:
             traceback.print_exc()
