@@ -265,7 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return gui_main(argv)
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.verb](args)
+        code = COMMANDS[args.verb](args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a failed flush at exit
+        return code
     except CrownscanError as exc:
         if args.debug:
             traceback.print_exc()

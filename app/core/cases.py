@@ -278,15 +278,12 @@ def _db_cause(exc: sqlite3.Error, waited: float) -> str:
     """The real cause of a database failure, in words (not SQLite's follow-on errors)."""
     code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
     if code in (_BUSY, _LOCKED):
-        return (
-            f"the database stayed locked by another Crownscan for {waited:.0f} s; "
-            "nothing was saved, try again"
-        )
+        return f"the database stayed locked by another Crownscan for {waited:.1f} s; try again"
     return {
-        _FULL: "the disk is full; free some space, nothing was saved",
+        _FULL: "the disk is full; free some space",
         _READONLY: "the database is read-only (file or folder permissions, or a read-only "
-        "share); nothing was saved",
-        _IOERR: "input/output error (disk or network share failing); nothing was saved",
+        "share)",
+        _IOERR: "input/output error (disk or network share failing)",
         _CORRUPT: "the database file is damaged",
         _NOTADB: "the file is not a Crownscan QA database",
         _CANTOPEN: "the database file cannot be opened (folder missing or not writable)",
@@ -339,7 +336,9 @@ class QaStore:
 
     def _open(self) -> None:
         if self._db is None:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=min(BUSY_TIMEOUT_S, self.wait_s)
+            )
         self._db.execute("PRAGMA synchronous=FULL")
         if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "delete":
             self._db.execute("PRAGMA journal_mode=DELETE")
@@ -420,7 +419,9 @@ class QaStore:
             return self._retry(lambda: self._transaction(_statements(sql, params, more)))
         except sqlite3.Error as exc:
             cause = _db_cause(exc, time.monotonic() - start)
-            raise PipelineError(self.path, f"cannot save to the QA database: {cause}") from exc
+            raise PipelineError(
+                self.path, f"cannot save to the QA database: {cause}; nothing was saved"
+            ) from exc
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         start = time.monotonic()

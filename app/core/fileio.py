@@ -218,6 +218,7 @@ def _restore(path: Path, backup: Path | None, existed: bool) -> None:
     try:
         if backup is not None:
             os.replace(backup, path)
+            backup.unlink(missing_ok=True)  # rename between two links of one file does nothing
         elif not existed:
             path.unlink(missing_ok=True)
     except OSError:
