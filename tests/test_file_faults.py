@@ -146,7 +146,10 @@ def _set(values: int):
     labels = np.full((20, 30), values % 3, np.uint8)
     image = np.full((20, 30, 3), 40 * values, np.uint8)
     result = SimpleNamespace(labels=labels, image=image)
-    return mesh, [cases.ImageResult(Path("a.png"), result), cases.ImageResult(Path("b.png"), result)]
+    return mesh, [
+        cases.ImageResult(Path("a.png"), result),
+        cases.ImageResult(Path("b.png"), result),
+    ]
 
 
 def _case(tmp_path: Path) -> cases.Case:

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import trimesh
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from seg_builders import build_colour_model, patch_image
 from seg_builders import write_manifest as write_seg_manifest
 

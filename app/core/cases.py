@@ -281,8 +281,7 @@ def _db_cause(exc: sqlite3.Error, waited: float) -> str:
         return f"the database stayed locked by another Crownscan for {waited:.1f} s; try again"
     return {
         _FULL: "the disk is full; free some space",
-        _READONLY: "the database is read-only (file or folder permissions, or a read-only "
-        "share)",
+        _READONLY: "the database is read-only (file or folder permissions, or a read-only share)",
         _IOERR: "input/output error (disk or network share failing)",
         _CORRUPT: "the database file is damaged",
         _NOTADB: "the file is not a Crownscan QA database",

@@ -487,6 +487,8 @@ def load_manifest(path: str | Path) -> ModelSpec:
         raise ModelError(path, f"cannot read manifest: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise ModelError(path, f"not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    except RecursionError as exc:
+        raise ModelError(path, "not a manifest: lists or objects nested too deeply") from exc
     r = _Reader(path, data)
     kind = r.choice("kind", ("crown", "segmentation"))
     name = r.text("name")

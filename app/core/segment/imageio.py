@@ -36,7 +36,8 @@ FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")
 """Pillow format names accepted as model-scan images (MPO: a JPEG from some cameras)."""
 MIN_SIDE = 16
 MAX_SIDE = 20000
-MAX_PIXELS = 200_000_000
+MAX_PIXELS = 50_000_000
+"""Larger images are refused from their header, before decoding (peak memory: docs/errors.md)."""
 
 
 def _open(path: Path) -> Image.Image:
@@ -114,7 +115,8 @@ def load_image(path: str | Path) -> np.ndarray:
     """Load a model-scan image as ``uint8 (H, W, 3)`` RGB with its EXIF orientation applied.
 
     Raises :class:`InputError` naming the file when it is missing, empty, not a PNG/JPEG/BMP/TIFF
-    image, truncated or corrupt, smaller than 16x16 or larger than 20000 px a side / 200 MP.
+    image, truncated or corrupt, smaller than 16x16 or larger than 20000 px a side / 50 MP
+    (both checked from the header, before decoding).
     """
     path = Path(path)
     im = _open(path)
