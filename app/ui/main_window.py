@@ -1117,6 +1117,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self._run_tag = None
             case_result, view = result
             self._record_run(tag.case, "generated")
+            if tag.case == self.current:
+                self._show_history()  # its decision, if any, is now superseded
             self.transient_errors.pop(tag.case, None)
             self._invalidated[tag.case] = tag.gen
             self.runner.cancel_where(
