@@ -30,36 +30,33 @@ def _file(suffix: str, data: bytes) -> Path:
     return path
 
 
-@SETTINGS
-@given(
-    suffix=st.sampled_from(MESH_SUFFIXES),
-    head=st.sampled_from(MAGIC),
-    body=st.binary(max_size=600),
+def _mesh_ok(mesh) -> bool:
+    return mesh.faces.shape[1] == 3 and len(mesh.vertices) >= 4
+
+
+def _image_ok(rgb) -> bool:
+    return rgb.ndim == 3 and rgb.shape[2] == 3
+
+
+@pytest.mark.parametrize(
+    ("load", "suffixes", "ok"),
+    [
+        (load_mesh, MESH_SUFFIXES, _mesh_ok),
+        (load_image, (".png", ".jpg", ".bmp", ".tif"), _image_ok),
+    ],
+    ids=["mesh", "image"],
 )
-def test_any_bytes_as_a_mesh_load_or_raise_input_error(suffix, head, body):
-    path = _file(suffix, head + body)
+@SETTINGS
+@given(data=st.data(), head=st.sampled_from(MAGIC), body=st.binary(max_size=600))
+def test_any_bytes_as_a_scan_or_image_load_or_raise_input_error(load, suffixes, ok, data, head,
+                                                                body):  # fmt: skip
+    path = _file(data.draw(st.sampled_from(suffixes)), head + body)
     try:
-        mesh = load_mesh(path)
+        loaded = load(path)
     except InputError as exc:
         assert exc.path == path
     else:
-        assert mesh.faces.shape[1] == 3 and len(mesh.vertices) >= 4
-
-
-@SETTINGS
-@given(
-    suffix=st.sampled_from([".png", ".jpg", ".bmp", ".tif"]),
-    head=st.sampled_from(MAGIC),
-    body=st.binary(max_size=600),
-)
-def test_any_bytes_as_an_image_load_or_raise_input_error(suffix, head, body):
-    path = _file(suffix, head + body)
-    try:
-        rgb = load_image(path)
-    except InputError as exc:
-        assert exc.path == path
-    else:
-        assert rgb.ndim == 3 and rgb.shape[2] == 3
+        assert ok(loaded)
 
 
 JSON = st.recursive(
