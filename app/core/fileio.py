@@ -14,6 +14,7 @@ import errno
 import os
 import secrets
 import socket
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -72,20 +73,34 @@ def check_output_path(output: Path, suffixes: Sequence[str] = ()) -> None:
         )
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (never signals it: on Windows
+    ``os.kill`` would end it)."""
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32":
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if handle:
+            kernel32.CloseHandle(handle)
+            return True
+        return kernel32.GetLastError() == 5  # access denied: it runs as another user
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _is_stale(name: str, folder: Path) -> bool:
     parts = name[: -len(TEMP_SUFFIX)].rsplit(".", 1)
     owner = parts[-1].split("-") if len(parts) == 2 else []
     if len(owner) == 3 and owner[0] == _HOST and owner[1].isdigit():
-        pid = int(owner[1])
-        if pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False
-        return False
+        return not _pid_alive(int(owner[1]))
     try:
         return time.time() - (folder / name).stat().st_mtime > STALE_AFTER_S
     except OSError:
