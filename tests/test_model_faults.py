@@ -189,6 +189,6 @@ def test_model_checks_are_cached_by_file_content(tmp_path, monkeypatch):
     model_choice._memory.clear()  # a new process: the on-disk cache answers
     assert model_choice.model_problem(spec) is None
     assert len(calls) == 1
-    _broken_onnx(tmp_path / "m.onnx")  # new content: checked again
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07not a model, and no other test's bytes")
     assert "cannot load model" in model_choice.model_problem(spec)
     assert len(calls) == 2
