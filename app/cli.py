@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -67,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crownscan {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True)
 
-    p = sub.add_parser("models", help="list the models in a models folder")
+    p = sub.add_parser(
+        "models", help="list the usable models (* = default) and the skipped ones, with why"
+    )
     p.add_argument("--check", action="store_true", help="compare each ONNX graph with its manifest")
     _common(p)
 
@@ -88,7 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crown", help="generate a crown mesh from a scan")
     p.add_argument("mesh", type=Path, help="scan around the preparation (STL/PLY/OBJ/OFF/VTP, mm)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="crown STL to write")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, help="crown to write (.stl, .ply or .obj)"
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the scan's coordinates to get mm (1000 for metres, 0.001 for microns)",
+    )
     p.add_argument("--model", default=None, help="crown manifest path or model id")
     p.add_argument("--resolution", type=int, default=None, help="generation grid resolution")
     p.add_argument(
@@ -175,31 +187,37 @@ def _models_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from app.core.manifest import scan_models
+    from app.core.model_choice import check_folder, default_id
 
-    listing = scan_models(_models_dir(args))
+    found = check_folder(_models_dir(args))
+    defaults = {k: default_id(found.of_kind(k)) for k in ("crown", "segmentation")}
     rows = [
         {
             "id": m.id,
             "kind": m.kind,
             "name": m.name,
             "version": m.version,
+            "default": m.id == defaults[m.kind],
             "manifest": str(m.manifest_path),
             "onnx": [str(f) for f in m.onnx_files],
         }
-        for m in listing.models
+        for m in found.models
     ]
-    errors = [str(e) for e in listing.errors]
+    skipped = [
+        {"manifest": str(s.manifest), "kind": s.kind, "reason": s.reason} for s in found.skipped
+    ]
+    errors = [f"{s['manifest']}: skipped: {s['reason']}" for s in skipped]
     if args.check:
         from app.core.model_lint import lint_model
 
-        for row, spec in zip(rows, listing.models, strict=True):
+        for row, spec in zip(rows, found.models, strict=True):
             row["lint"] = lint_model(spec)
     if args.json:
-        print(json.dumps({"models": rows, "errors": errors}, indent=2))
+        print(json.dumps({"models": rows, "skipped": skipped, "errors": errors}, indent=2))
     else:
         for r in rows:
-            print(f"{r['id']:<24} {r['kind']:<13} v{r['version']:<6} {r['name']}")
+            mark = "*" if r["default"] else " "
+            print(f"{mark} {r['id']:<24} {r['kind']:<13} v{r['version']:<6} {r['name']}")
             for warning in r.get("lint", []):
                 print(f"warning: {r['id']}: {warning}", file=sys.stderr)
         for e in errors:
@@ -240,6 +258,8 @@ def cmd_crown(args: argparse.Namespace) -> int:
 
     if args.pick is not None and args.center is not None:
         raise InputError(None, "give either --pick or --center, not both")
+    if not (math.isfinite(args.scale) and args.scale > 0):
+        raise InputError(None, f"--scale must be a positive number, got {args.scale}")
     model = find_model(args.model, "crown", _models_dir(args))
     try:
         request = FrameRequest(
@@ -254,7 +274,13 @@ def cmd_crown(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(None, f"frame options: {exc}") from exc
     result = run_crown(
-        args.mesh, args.output, model, pool, resolution=args.resolution, frame_request=request
+        args.mesh,
+        args.output,
+        model,
+        pool,
+        resolution=args.resolution,
+        frame_request=request,
+        scale=args.scale,
     )
     out: dict[str, Any] = {
         "input": str(args.mesh),
@@ -334,6 +360,17 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], line: str) -> None:
         print(line)
 
 
+def _reader_gone() -> int:
+    """stdout was a pipe whose reader exited (``crownscan models | head -1``): the work is
+    done and nobody is left to tell; point stdout at devnull so the exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 COMMANDS = {
     "models": cmd_models,
     "import": cmd_import,
@@ -352,7 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return gui_main(argv)
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.verb](args)
+        code = COMMANDS[args.verb](args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a failed flush at exit
+        return code
     except CrownscanError as exc:
         if args.debug:
             traceback.print_exc()
@@ -361,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
     except Exception as exc:  # a bug: still one line unless --debug
         if args.debug:
             traceback.print_exc()

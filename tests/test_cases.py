@@ -186,7 +186,8 @@ def test_case_status_from_outputs_decisions_and_runs(tmp_path):
         assert case_status(case, dec, run) is CaseStatus.ERROR
         assert cases.error_text(case, run) == "scan.stl: broken"
         store.record_run("c", "generated")
-        dec, run = store.latest_decisions()["c"], store.latest_runs()["c"]
+        dec, run = store.latest_decisions().get("c"), store.latest_runs()["c"]
+        assert dec is None  # the new outputs superseded the decision
         assert case_status(case, dec, run) is CaseStatus.GENERATED
         store.record_decision(QaRecord("c", Decision.NEEDS_REWORK))
         dec = store.latest_decisions()["c"]

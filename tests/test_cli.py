@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from app.cli import main
-from tests.test_manifest import CROWN, SEG, write
+from tests.test_manifest import CROWN, SEG, loadable, write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,6 +17,7 @@ def test_models_lists_json_and_warns_on_bad(tmp_path: Path, capsys) -> None:
     write(tmp_path, "crown_x.json", CROWN)
     write(tmp_path, "seg_y.json", SEG)
     write(tmp_path, "broken.json", {**SEG, "input_size": "big"})
+    loadable(tmp_path)
     assert main(["models", "--models", str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [(m["id"], m["kind"]) for m in out["models"]] == [

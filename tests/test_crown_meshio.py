@@ -9,7 +9,7 @@ import pytest
 import trimesh
 
 from app.core.crown.frame import make_frame
-from app.core.crown.meshio import Mesh, load_mesh, write_stl
+from app.core.crown.meshio import Mesh, load_mesh, write_mesh
 from app.core.errors import InputError
 from app.core.manifest import Frame
 
@@ -101,13 +101,13 @@ def test_write_stl_round_trip_atomic_and_never_over_input(tmp_path: Path) -> Non
     box = _box_mm()
     mesh = Mesh(np.asarray(box.vertices, float), np.asarray(box.faces, np.int64))
     out = tmp_path / "out" / "crown.stl"
-    write_stl(out, mesh)
+    write_mesh(out, mesh)
     assert out.stat().st_size == 84 + 50 * 12
     back = trimesh.load(out)
     assert back.is_watertight and back.volume == pytest.approx(60.0, rel=1e-5)
     assert sorted(p.name for p in out.parent.iterdir()) == ["crown.stl"]
     with pytest.raises(InputError):
-        write_stl(out, mesh, inputs=[out])
+        write_mesh(out, mesh, inputs=[out])
 
 
 def test_fixed_frame_centres_on_bbox_or_given_point_and_inverts() -> None:

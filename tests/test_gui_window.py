@@ -390,7 +390,7 @@ def test_settings_change_reloads_models_and_layout_modes(make_window, fake_works
     assert w.pool is not old_pool
     assert w.crown_model is None and "none" in w.models_label.text()
     assert not w.run_button.isEnabled()
-    assert "no crown model" in w.models_label.toolTip()
+    assert "no usable crown model" in w.models_label.toolTip()
     w.run_current()  # refused with a message, no crash
     assert "No crown model" in w.message_label.text()
     # the setting was stored in this test's INI file, not the user's

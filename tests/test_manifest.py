@@ -194,10 +194,20 @@ def test_unreadable_manifests(tmp_path: Path) -> None:
         load_manifest(bad)
 
 
+def loadable(folder: Path) -> None:
+    """Real ONNX files behind CROWN and SEG (the manifests name them), so the models can run."""
+    from onnx_builders import identity_crown_model, save
+    from seg_builders import build_colour_model
+
+    save(identity_crown_model(), folder / "crown.onnx")
+    build_colour_model(folder / "seg.onnx", input_size=(1400, 1600))
+
+
 def test_scan_and_find(tmp_path: Path) -> None:
     write(tmp_path, "a_crown.json", CROWN)
     write(tmp_path, "b_seg.json", SEG)
     write(tmp_path, "c_bad.json", {**CROWN, "oops": 1})
+    loadable(tmp_path)
     listing = scan_models(tmp_path)
     assert [m.id for m in listing.models] == ["a_crown", "b_seg"]
     assert len(listing.errors) == 1 and "oops" in str(listing.errors[0])

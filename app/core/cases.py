@@ -19,8 +19,10 @@ import getpass
 import hashlib
 import io
 import json
+import random
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from typing import Any
 from app.core.crown.frame import CaseFrame
 from app.core.crown.meshio import MESH_SUFFIXES
 from app.core.errors import InputError, PipelineError
-from app.core.fileio import atomic_write_bytes, check_not_input
+from app.core.fileio import check_not_input, clean_stale_temps, commit_set
 from app.core.report import CancelToken, ProgressFn, RunReport
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -183,6 +185,8 @@ class QaRecord:
     provider: str = ""
     input_hash: str = ""
     id: int | None = None
+    superseded: str = ""
+    """When a later run replaced the outputs this decision judged (empty: still current)."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,7 @@ CSV_COLUMNS = [
     "provider",
     "input_hash",
 ]
+HISTORY_COLUMNS = [*CSV_COLUMNS, "superseded"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -242,9 +247,19 @@ CREATE TABLE IF NOT EXISTS centres (
     user TEXT NOT NULL
 );
 """
+_TABLES = ("decisions", "runs", "centres")
 # Directions of the case frame, added to ``centres`` after it first shipped; NULL = none set.
 _FRAME_COLUMNS = ("ox", "oy", "oz", "mx", "my", "mz")
-_ADDED_COLUMNS = {**{c: "REAL" for c in _FRAME_COLUMNS}, "source": "TEXT"}
+# Columns added after a table first shipped, per table: older databases gain them on opening.
+_ADDED_COLUMNS = {
+    "centres": {**{c: "REAL" for c in _FRAME_COLUMNS}, "source": "TEXT"},
+    "decisions": {"superseded": "TEXT NOT NULL DEFAULT ''"},
+}
+BUSY_TIMEOUT_S = 5.0
+"""How long SQLite itself waits for another process's lock before one retry."""
+WAIT_S = 60.0
+"""The bounded wait: after this long of retries on a locked database, the error is shown."""
+_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
 
 
 def _now() -> str:
@@ -259,6 +274,38 @@ def current_user() -> str:
         return "unknown"
 
 
+def _db_cause(exc: sqlite3.Error, waited: float) -> str:
+    """The real cause of a database failure, in words (not SQLite's follow-on errors)."""
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code in (_BUSY, _LOCKED):
+        return f"the database stayed locked by another Crownscan for {waited:.1f} s; try again"
+    return {
+        _FULL: "the disk is full; free some space",
+        _READONLY: "the database is read-only (file or folder permissions, or a read-only share)",
+        _IOERR: "input/output error (disk or network share failing)",
+        _CORRUPT: "the database file is damaged",
+        _NOTADB: "the file is not a Crownscan QA database",
+        _CANTOPEN: "the database file cannot be opened (folder missing or not writable)",
+    }.get(code, str(exc))
+
+
+def _statements(
+    sql: str, params: Sequence[Any], more: Sequence[tuple[str, Sequence[Any]]]
+) -> Callable[[sqlite3.Connection], int]:
+    def body(db: sqlite3.Connection) -> int:
+        rowid = db.execute(sql, params).lastrowid
+        for extra_sql, extra_params in more:
+            db.execute(extra_sql, extra_params)
+        return int(rowid or 0)
+
+    return body
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    return code in (_BUSY, _LOCKED)
+
+
 class QaStore:
     """The workspace's QA database. Use from one thread (the GUI thread); close when done.
 
@@ -266,22 +313,62 @@ class QaStore:
     ``synchronous=FULL`` and the rollback journal: once ``record_decision`` returns the decision
     is on disk. Not WAL: labs keep workspaces on network shares, where WAL's shared-memory index
     does not work; decisions are tiny and rare, so WAL's concurrency buys nothing here.
+
+    Several processes may share the database (a lab share): a locked database is waited for
+    (SQLite's busy timeout, then retries with growing pauses) for at most ``wait_s`` seconds
+    before an error says so; a full disk or a read-only database is named as such.
     """
 
-    def __init__(self, workspace: str | Path) -> None:
+    def __init__(self, workspace: str | Path, wait_s: float = WAIT_S) -> None:
         self.workspace = Path(workspace)
         self.path = self.workspace / DB_NAME
+        self.wait_s = wait_s
+        self._db: sqlite3.Connection | None = None
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=DELETE")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._migrate()
+            self._retry(self._open)
         except sqlite3.Error as exc:
-            raise InputError(self.path, f"cannot open the QA database: {exc}") from exc
+            if self._db is not None:
+                self._db.close()
+            raise InputError(
+                self.path, f"cannot open the QA database: {_db_cause(exc, wait_s)}"
+            ) from exc
+
+    def _open(self) -> None:
+        if self._db is None:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=min(BUSY_TIMEOUT_S, self.wait_s)
+            )
+        self._db.execute("PRAGMA synchronous=FULL")
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "delete":
+            self._db.execute("PRAGMA journal_mode=DELETE")
+        have = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        if not set(_TABLES) <= have or self._migrations():
+            self._transaction(self._create_schema)
+
+    def _create_schema(self, db: sqlite3.Connection) -> int:
+        for sql in _SCHEMA.split(";"):
+            if sql.strip():
+                db.execute(sql)
+        for sql in self._migrations():
+            db.execute(sql)
+        return 0
+
+    def _migrations(self) -> list[str]:
+        """ALTER TABLE statements for the columns an older database lacks."""
+        out: list[str] = []
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if have:
+                out += [
+                    f"ALTER TABLE {table} ADD COLUMN {c} {kind}"
+                    for c, kind in columns.items()
+                    if c not in have
+                ]
+        return out
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
     def __enter__(self) -> QaStore:
         return self
@@ -289,18 +376,59 @@ class QaStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self, sql: str, params: Sequence[Any]) -> int:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+    def _retry(self, fn: Any) -> Any:
+        """Run ``fn`` again while the database is locked by another process, pausing 50 ms,
+        100 ms, ... up to 2 s (with jitter), until ``wait_s`` has passed."""
+        start = time.monotonic()
+        pause = 0.05
+        while True:
             try:
-                cur = self._db.execute(sql, params)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                return fn()
+            except sqlite3.Error as exc:
+                if not _is_busy(exc) or time.monotonic() - start + pause > self.wait_s:
+                    raise
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(2.0, pause * 2)
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], int]) -> int:
+        """Run ``body(db)`` in one IMMEDIATE transaction and return what it returns.
+
+        A failed statement or COMMIT is rolled back (if SQLite has not already done so) and
+        the first error is what the caller sees, never "cannot rollback".
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
+        return result
+
+    def _write(self, sql: str, params: Sequence[Any], *more: tuple[str, Sequence[Any]]) -> int:
+        """One transaction of ``sql`` (plus ``more`` statements after it); returns the first
+        statement's row id. Errors become :class:`PipelineError` with the real cause."""
+        start = time.monotonic()
+        try:
+            return self._retry(lambda: self._transaction(_statements(sql, params, more)))
         except sqlite3.Error as exc:
-            raise PipelineError(self.path, f"cannot save to the QA database: {exc}") from exc
-        return int(cur.lastrowid or 0)
+            cause = _db_cause(exc, time.monotonic() - start)
+            raise PipelineError(
+                self.path, f"cannot save to the QA database: {cause}; nothing was saved"
+            ) from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        start = time.monotonic()
+        try:
+            return self._retry(lambda: self._db.execute(sql, params).fetchall())
+        except sqlite3.Error as exc:
+            cause = _db_cause(exc, time.monotonic() - start)
+            raise InputError(self.path, f"cannot read the QA database: {cause}") from exc
 
     def record_decision(self, record: QaRecord) -> QaRecord:
         """Store a decision (time and user filled in when empty); return it with its id."""
@@ -331,28 +459,28 @@ class QaStore:
         return dataclasses.replace(rec, id=row_id)
 
     def record_run(self, case: str, outcome: str, message: str = "") -> None:
-        """Remember a run's outcome (``generated`` or ``error``) so an error shows on reopen."""
+        """Remember a run's outcome (``generated`` or ``error``) so an error shows on reopen.
+
+        New outputs (``generated``) supersede the case's current decision in the same
+        transaction: it judged outputs that are gone. It stays in the history, marked with
+        the time it was superseded.
+        """
         if outcome not in ("generated", "error"):
             raise ValueError(f"outcome must be 'generated' or 'error', got {outcome!r}")
+        now = _now()
+        more = []
+        if outcome == "generated":
+            more.append(
+                (
+                    "UPDATE decisions SET superseded=? WHERE case_name=? AND superseded=''",
+                    (now, case),
+                )
+            )
         self._write(
             "INSERT INTO runs (case_name, outcome, message, time) VALUES (?,?,?,?)",
-            (case, outcome, message, _now()),
+            (case, outcome, message, now),
+            *more,
         )
-
-    def _migrate(self) -> None:
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(centres)")}
-        if set(_ADDED_COLUMNS) <= have:
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            have = {row[1] for row in self._db.execute("PRAGMA table_info(centres)")}
-            for column, kind in _ADDED_COLUMNS.items():
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE centres ADD COLUMN {column} {kind}")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     def set_frame(self, case: str, frame: CaseFrame | None, source: str = "given") -> None:
         """Store (or with None, forget) the case frame a technician set or accepted, in mm.
@@ -376,9 +504,9 @@ class QaStore:
     def frames(self) -> dict[str, CaseFrame]:
         """Every stored case frame by case name; a row that no longer makes a valid frame
         (edited by hand) is left out rather than failing the whole workspace."""
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT case_name, x, y, z, " + ", ".join(_FRAME_COLUMNS) + " FROM centres"
-        ).fetchall()
+        )
         out: dict[str, CaseFrame] = {}
         for name, *vals in rows:
             o, m = vals[3:6], vals[6:9]
@@ -394,7 +522,7 @@ class QaStore:
 
     def frame_sources(self) -> dict[str, str]:
         """Where each stored case frame came from (``given`` for frames saved without one)."""
-        rows = self._db.execute("SELECT case_name, source FROM centres").fetchall()
+        rows = self._read("SELECT case_name, source FROM centres")
         return {name: source or "given" for name, source in rows}
 
     @staticmethod
@@ -412,64 +540,74 @@ class QaStore:
             seg_version=row[9],
             provider=row[10],
             input_hash=row[11],
+            superseded=row[12],
         )
 
     _COLS = (
         "id, case_name, decision, note, time, user, crown_model, crown_version, seg_model,"
-        " seg_version, provider, input_hash"
+        " seg_version, provider, input_hash, superseded"
     )
 
     def history(self, case: str | None = None) -> list[QaRecord]:
-        """All decisions (of one case when given), oldest first."""
+        """All decisions (of one case when given), superseded ones included, oldest first."""
         if case is None:
-            rows = self._db.execute(f"SELECT {self._COLS} FROM decisions ORDER BY id").fetchall()
+            rows = self._read(f"SELECT {self._COLS} FROM decisions ORDER BY id")
         else:
-            rows = self._db.execute(
+            rows = self._read(
                 f"SELECT {self._COLS} FROM decisions WHERE case_name=? ORDER BY id", (case,)
-            ).fetchall()
+            )
         return [self._qa(r) for r in rows]
 
     def latest_decisions(self) -> dict[str, QaRecord]:
-        """The latest decision of every case that has one."""
-        rows = self._db.execute(
+        """The current decision of every case that has one: its latest, unless a later run
+        superseded it."""
+        rows = self._read(
             f"SELECT {self._COLS} FROM decisions WHERE id IN"
-            " (SELECT MAX(id) FROM decisions GROUP BY case_name)"
-        ).fetchall()
+            " (SELECT MAX(id) FROM decisions GROUP BY case_name) AND superseded=''"
+        )
         return {r[1]: self._qa(r) for r in rows}
 
     def latest_runs(self) -> dict[str, RunRecord]:
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT case_name, outcome, message, time FROM runs WHERE id IN"
             " (SELECT MAX(id) FROM runs GROUP BY case_name)"
-        ).fetchall()
+        )
         return {r[0]: RunRecord(*r) for r in rows}
 
     def export_csv(self, path: str | Path) -> int:
-        """Write every decision to a CSV report atomically; return the number of rows."""
+        """Write the QA report: ``path`` holds the current decision of each case, and
+        ``<stem>-history.csv`` beside it every decision ever made, superseded ones marked.
+
+        Both files are written as one set (neither changes if either cannot be written).
+        Returns the number of cases in the current report.
+        """
         path = Path(path)
+        history_path = history_csv_path(path)
         check_not_input(path, [self.path])
+        check_not_input(history_path, [self.path, path])
         records = self.history()
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for r in records:
-            writer.writerow(
-                [
-                    r.case,
-                    r.decision.value,
-                    r.note,
-                    r.time,
-                    r.user,
-                    r.crown_model,
-                    r.crown_version,
-                    r.seg_model,
-                    r.seg_version,
-                    r.provider,
-                    r.input_hash,
-                ]
-            )
-        atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
-        return len(records)
+        current = sorted(self.latest_decisions().values(), key=lambda r: r.id or 0)
+        data = {
+            path: _csv_bytes(CSV_COLUMNS, current),
+            history_path: _csv_bytes(HISTORY_COLUMNS, records),
+        }
+        commit_set([(p, lambda tmp, d=d: tmp.write_bytes(d)) for p, d in data.items()])
+        return len(current)
+
+
+def history_csv_path(report: Path) -> Path:
+    """Where the full decision history goes beside a QA report."""
+    return report.with_name(f"{report.stem}-history{report.suffix or '.csv'}")
+
+
+def _csv_bytes(columns: list[str], records: Iterable[QaRecord]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for r in records:
+        row = {**dataclasses.asdict(r), "decision": r.decision.value}
+        writer.writerow([row[c] for c in columns])
+    return buf.getvalue().encode("utf-8")
 
 
 def case_status(
@@ -559,7 +697,7 @@ def run_case(
     ``case_frame`` places and turns the model's frame on the preparation (else the manifest's);
     ``frame_source`` says where it came from, for ``run.json``.
     """
-    from app.core.crown.meshio import load_mesh, write_stl
+    from app.core.crown.meshio import load_mesh
     from app.core.crown.pipeline import generate_crown
 
     if case.problem or case.scan is None:
@@ -620,7 +758,6 @@ def run_case(
     cancel.check()
     if progress is not None:
         progress("writing outputs", 1.0)
-    written = write_case_outputs(case, crown.mesh, images, seg_model, overlay_alpha, write_stl)
     report.providers = providers
     report.info["decoder_points"] = crown.report.info.get("decoder_points")
     info = {
@@ -645,8 +782,7 @@ def run_case(
             for i in images
         },
     }
-    atomic_write_bytes(case.run_info_path, json.dumps(info, indent=2).encode("utf-8"))
-    written.append(case.run_info_path)
+    written = write_case_outputs(case, crown.mesh, images, seg_model, overlay_alpha, info)
     return CaseResult(case.name, crown, images, written, providers, report)
 
 
@@ -665,31 +801,42 @@ def write_case_outputs(
     images: Iterable[ImageResult],
     seg_model: Any | None,
     overlay_alpha: float,
-    write_stl: Any,
+    run_info: dict[str, Any],
 ) -> list[Path]:
-    """Write crown STL, mask PNGs and overlays into ``<case>/output/`` (each atomically)."""
-    written: list[Path] = []
+    """Write crown STL, mask PNGs, overlays and ``run.json`` into ``<case>/output/`` as one set.
+
+    Every file is encoded and written to a temp file first; only when all succeeded are they
+    renamed into place, so a full disk or a refused file leaves the previous outputs whole (a
+    mask always matches its overlay and ``run.json``). Temp files a killed run left there are
+    removed first.
+    """
+    from app.core.crown.meshio import stl_bytes
+
+    clean_stale_temps(case.output_dir)
     inputs = list(case.inputs)
-    write_stl(case.crown_path, crown_mesh, inputs)
-    written.append(case.crown_path)
-    if seg_model is None:
-        return written
-    from PIL import Image
+    crown = stl_bytes(crown_mesh)
+    items: list[tuple[Path, Callable[[Path], None]]] = [
+        (case.crown_path, lambda tmp: tmp.write_bytes(crown))
+    ]
+    if seg_model is not None:
+        from app.core.segment.imageio import label_png_writer
+        from app.core.segment.overlay import overlay
+        from app.core.segment.pipeline import encode_image
 
-    from app.core.fileio import atomic_write
-    from app.core.segment.imageio import save_label_png
-    from app.core.segment.overlay import overlay
-
-    for item in images:
-        mask = case.mask_path(item.image_path)
-        save_label_png(mask, item.result.labels, seg_model.palette, inputs)
-        written.append(mask)
-        ov_path = case.overlay_path(item.image_path)
-        check_not_input(ov_path, inputs)
-        ov = overlay(item.result.image, item.result.labels, seg_model.palette, alpha=overlay_alpha)
-        atomic_write(ov_path, lambda tmp, ov=ov: Image.fromarray(ov).save(tmp, format="PNG"))
-        written.append(ov_path)
-    return written
+        for item in images:
+            labels = item.result.labels
+            items.append(
+                (case.mask_path(item.image_path), label_png_writer(labels, seg_model.palette))
+            )
+            ov_path = case.overlay_path(item.image_path)
+            ov = overlay(item.result.image, labels, seg_model.palette, alpha=overlay_alpha)
+            data = encode_image(ov_path, ov)
+            items.append((ov_path, lambda tmp, data=data: tmp.write_bytes(data)))
+    info = json.dumps(run_info, indent=2).encode("utf-8")
+    items.append((case.run_info_path, lambda tmp: tmp.write_bytes(info)))
+    for path, _ in items:
+        check_not_input(path, inputs)
+    return commit_set(items)
 
 
 __all__ = [

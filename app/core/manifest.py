@@ -154,6 +154,7 @@ class CrownModel:
     voxel_grid: VoxelGrid = VoxelGrid()
     sampling: Sampling = Sampling()
     server: ServerModel | None = None
+    default: bool = False
     kind: Literal["crown"] = "crown"
 
     @property
@@ -230,6 +231,7 @@ class SegmentationModel:
     scale: tuple[int, int] | None = None
     inference: SegInference = SegInference()
     server: ServerModel | None = None
+    default: bool = False
     kind: Literal["segmentation"] = "segmentation"
 
     @property
@@ -542,6 +544,7 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
         voxel_grid=_voxel_grid(r),
         sampling=_sampling(r),
         server=_server(r),
+        default=r.boolean("default", False),
     )
     r.done()
     return spec
@@ -611,6 +614,7 @@ def _segmentation(r: _Reader, name: str, version: str) -> SegmentationModel:
         scale=None if scale is None else (max(scale), min(scale)),
         inference=_seg_inference(r, output_kind),
         server=_server(r),
+        default=r.boolean("default", False),
     )
     r.done()
     return spec
@@ -627,6 +631,8 @@ def load_manifest(path: str | Path) -> ModelSpec:
         raise ModelError(path, f"cannot read manifest: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise ModelError(path, f"not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    except RecursionError as exc:
+        raise ModelError(path, "not a manifest: lists or objects nested too deeply") from exc
     r = _Reader(path, data)
     kind = r.choice("kind", ("crown", "segmentation"))
     name = r.text("name")
@@ -659,22 +665,35 @@ def scan_models(folder: str | Path) -> ModelListing:
     return ModelListing(models, errors)
 
 
-def find_model(ref: str | Path | None, kind: str, folder: str | Path) -> ModelSpec:
-    """Resolve ``ref`` (a manifest path, a model id in ``folder``, or None for the first of
-    ``kind`` there) to a validated spec of that kind."""
+def find_model(
+    ref: str | Path | None, kind: str, folder: str | Path, preferred: str | None = None
+) -> ModelSpec:
+    """Resolve ``ref`` (a manifest path, a model id in ``folder``, or None for the default of
+    ``kind`` there) to a validated spec of that kind whose ONNX files load with the inputs and
+    outputs the manifest declares.
+
+    The default is ``preferred`` (a model id from the settings), else a manifest marked
+    ``"default": true``, else the first by file name, each only when it is usable: a broken
+    model is skipped, never chosen (see :mod:`app.core.model_choice`).
+    """
+    from app.core.model_choice import choose_default, model_problem
+
     if ref is not None and (str(ref).endswith(".json") or Path(ref).is_file()):
         spec = load_manifest(ref)
+    elif ref is None:
+        return choose_default(scan_models(folder), kind, folder, preferred)
     else:
         listing = scan_models(folder)
-        matches = [m for m in listing.models if m.kind == kind and (ref is None or m.id == ref)]
+        matches = [m for m in listing.models if m.kind == kind and m.id == ref]
         if not matches:
-            if ref is not None:
-                for err in listing.errors:
-                    if err.path is not None and err.path.stem == ref:
-                        raise err
-            what = f"no {kind} model '{ref}'" if ref is not None else f"no {kind} model"
-            raise ModelError(folder, f"{what} in this models folder")
+            for err in listing.errors:
+                if err.path is not None and err.path.stem == ref:
+                    raise err
+            raise ModelError(folder, f"no {kind} model '{ref}' in this models folder")
         spec = matches[0]
     if spec.kind != kind:
         raise ModelError(spec.manifest_path, f"is a {spec.kind} model, a {kind} model is needed")
+    problem = model_problem(spec)
+    if problem is not None:
+        raise ModelError(spec.manifest_path, problem)
     return spec

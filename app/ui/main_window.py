@@ -107,6 +107,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.crown_model: Any = None
         self.seg_model: Any = None
         self.model_errors: list[str] = []
+        self._models_checked: Any = None
         self.providers: list[str] = []
         self.provider_notes: list[str] = []
         self.last_outcome: dict[str, str] = {}
@@ -271,6 +272,9 @@ class MainWindow(QtWidgets.QMainWindow):
         for name in ("Occlusal", "Buccal", "Lingual", "Mesial", "Distal"):
             self._action(f"{name} view", lambda n=name: self.viewer3d.set_view(n), (), view_menu)
 
+        self.models_menu = mb.addMenu("M&odels")
+        self.models_menu.aboutToShow.connect(self._fill_models_menu)
+
         help_menu = mb.addMenu("&Help")
         self._action("About Crownscan", self.show_about, (), help_menu)
 
@@ -313,15 +317,21 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ============================================================ models
     def load_models(self) -> None:
-        """Find the crown and segmentation models in the configured folder; warm their sessions."""
+        """Find the crown and segmentation models in the configured folder; warm their sessions.
+
+        Each kind takes the model chosen in the settings, else the folder's default; a model
+        that does not load is skipped (see the Models menu for which and why).
+        """
         from app.core.manifest import find_model
 
         folder = self.settings.models_path()
         self.crown_model = self.seg_model = None
         self.model_errors = []
+        self._models_checked = None
+        chosen = {"crown": self.settings.crown_model, "segmentation": self.settings.seg_model}
         for kind in ("crown", "segmentation"):
             try:
-                spec = find_model(None, kind, folder)
+                spec = find_model(None, kind, folder, preferred=chosen[kind] or None)
             except CrownscanError as exc:
                 self.model_errors.append(str(exc))
                 continue
@@ -365,6 +375,54 @@ class MainWindow(QtWidgets.QMainWindow):
             )
             self.runner.submit(Tag("warmup", "", next(self._gens)), warm)
         self._update_actions()
+
+    def models_folder(self) -> Any:
+        """Every model of the models folder checked (usable and skipped), once per load."""
+        from app.core.model_choice import check_folder
+
+        if self._models_checked is None:
+            try:
+                self._models_checked = check_folder(self.settings.models_path())
+            except CrownscanError as exc:
+                self.message(str(exc))
+                return None
+        return self._models_checked
+
+    def _fill_models_menu(self) -> None:
+        """The usable models per kind (checked: in use; choosing one keeps it in the settings)
+        and, greyed out, every skipped model with the reason."""
+        menu = self.models_menu
+        menu.clear()
+        found = self.models_folder()
+        if found is None:
+            menu.addAction("Models folder cannot be read").setEnabled(False)
+            return
+        current = {"crown": self.crown_model, "segmentation": self.seg_model}
+        for kind, title in (("crown", "Crown models"), ("segmentation", "Segmentation models")):
+            menu.addSection(title)
+            for spec in found.of_kind(kind):
+                act = menu.addAction(f"{spec.name} v{spec.version} ({spec.id})")
+                act.setCheckable(True)
+                act.setChecked(current[kind] is not None and current[kind].id == spec.id)
+                act.triggered.connect(lambda _=False, k=kind, i=spec.id: self.choose_model(k, i))
+            if not found.of_kind(kind):
+                menu.addAction("none usable").setEnabled(False)
+        if found.skipped:
+            menu.addSection("Skipped")
+            for skipped in found.skipped:
+                act = menu.addAction(f"{skipped.manifest.name}: {skipped.reason}"[:160])
+                act.setToolTip(f"{skipped.manifest}: {skipped.reason}")
+                act.setEnabled(False)
+            menu.setToolTipsVisible(True)
+
+    def choose_model(self, kind: str, model_id: str) -> None:
+        """Use ``model_id`` for ``kind`` from now on (kept in the settings)."""
+        if kind == "crown":
+            self.settings.crown_model = model_id
+        else:
+            self.settings.seg_model = model_id
+        save_settings(self.settings, self._qsettings)
+        self.load_models()
 
     def _set_providers(self, providers: list[str], notes: list[str]) -> None:
         self.providers, self.provider_notes = providers, notes
@@ -914,12 +972,37 @@ class MainWindow(QtWidgets.QMainWindow):
             and self.cases[name].problem is None
         )
 
+    def confirm_rerun(self, name: str) -> bool:
+        """Ask before a run replaces the outputs a QA decision judged; True to go on."""
+        assert self.store is not None
+        decision = self.store.latest_decisions().get(name)
+        if decision is None:
+            return True
+        when = decision.time.replace("T", " ")[:19]
+        answer = QtWidgets.QMessageBox.question(
+            self,
+            "Re-run a decided case?",
+            f"{name} was {decision.decision.value} by {decision.user} on {when} UTC.\n\n"
+            "Re-running replaces the crown and masks that decision judged. The decision will "
+            "be kept in the history, marked as superseded, and the case will need a new "
+            "decision.",
+            QtWidgets.QMessageBox.StandardButton.Yes | QtWidgets.QMessageBox.StandardButton.No,
+            QtWidgets.QMessageBox.StandardButton.No,
+        )
+        return answer == QtWidgets.QMessageBox.StandardButton.Yes
+
     def run_current(self) -> None:
-        """Run the selected case (crown + segmentation), unless something is already running."""
+        """Run the selected case (crown + segmentation), unless something is already running.
+
+        A case with a current QA decision is re-run only after the technician confirms it.
+        """
         name = self.current
         if self._run_tag is not None or not self._can_run(name):
             if self.crown_model is None:
                 self.message("No crown model: " + "; ".join(self.model_errors))
+            return
+        if self.store is not None and not self.confirm_rerun(name):
+            self.message(f"{name}: not re-run; its decision stands")
             return
         if self._locate_tag is not None and self._locate_tag.case == name:
             # the run must use the frame being proposed, not the bare picked centre
@@ -1032,8 +1115,9 @@ class MainWindow(QtWidgets.QMainWindow):
         elif tag.kind == "run" and tag == self._run_tag:
             self._run_tag = None
             case_result, view = result
-            if self.store is not None:
-                self.store.record_run(tag.case, "generated")
+            self._record_run(tag.case, "generated")
+            if tag.case == self.current:
+                self._show_history()  # its decision, if any, is now superseded
             self.transient_errors.pop(tag.case, None)
             self._invalidated[tag.case] = tag.gen
             self.runner.cancel_where(
@@ -1081,8 +1165,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self._set_status(tag.case, CaseStatus.ERROR)
         elif tag.kind == "run" and tag == self._run_tag:
             self._run_tag = None
-            if self.store is not None:
-                self.store.record_run(tag.case, "error", text)
+            self._record_run(tag.case, "error", text)
             self.transient_errors.pop(tag.case, None)
             self._set_status(tag.case)
             self.last_outcome[tag.case] = "run failed"
@@ -1090,6 +1173,17 @@ class MainWindow(QtWidgets.QMainWindow):
             if not isinstance(exc, CrownscanError):
                 logging.getLogger("crownscan").error("run of %s failed:\n%s", tag.case, tb)
             self._after_run(tag, "error")
+
+    def _record_run(self, name: str, outcome: str, text: str = "") -> None:
+        """Store a run's outcome (superseding the case's decision when it generated); a
+        database that refuses is said in the status bar and a message box, not raised."""
+        if self.store is None:
+            return
+        try:
+            self.store.record_run(name, outcome, text)
+        except CrownscanError as exc:
+            self.message(f"{name}: run outcome not saved: {exc}")
+            QtWidgets.QMessageBox.warning(self, "Run outcome not saved", str(exc))
 
     def _on_cancelled(self, tag: Tag) -> None:
         if tag.kind == "run" and tag == self._run_tag:
@@ -1202,13 +1296,16 @@ class MainWindow(QtWidgets.QMainWindow):
             self.export_report(path)
 
     def export_report(self, path: str | Path) -> int:
+        """Write the QA report (current decisions) and its history file beside it."""
         assert self.store is not None
         try:
             n = self.store.export_csv(path)
-        except CrownscanError as exc:
+        except (CrownscanError, OSError) as exc:
             QtWidgets.QMessageBox.warning(self, "QA report not written", str(exc))
+            self.message(f"QA report not written: {exc}")
             return -1
-        self.message(f"QA report written: {path} ({n} decisions)")
+        history = cases.history_csv_path(Path(path)).name
+        self.message(f"QA report written: {path} ({n} cases; full history in {history})")
         return n
 
     # ============================================================ settings

@@ -122,6 +122,8 @@ class QaPanel(QtWidgets.QWidget):
         for r in reversed(records):
             when = r.time.replace("T", " ")[:19]
             text = f"{when}  {r.decision.value}  by {r.user}"
+            if r.superseded:
+                text += "  (superseded by a re-run)"
             if r.note:
                 text += f" — {r.note}"
             item = QtWidgets.QListWidgetItem(text)
@@ -137,6 +139,13 @@ class QaPanel(QtWidgets.QWidget):
             self.saved_label.setText("")
             return
         when = record.time.replace("T", " ")[:19]
+        if record.superseded:
+            rerun = record.superseded.replace("T", " ")[:19]
+            self.saved_label.setText(
+                f"Superseded: {record.decision.value} by {record.user}, {when} UTC, judged "
+                f"outputs replaced by the run of {rerun} UTC; decide again"
+            )
+            return
         self.saved_label.setText(f"Saved: {record.decision.value} by {record.user}, {when} UTC")
 
     def show_details(

@@ -29,13 +29,17 @@ MAX_RECENT = 8
 class AppSettings:
     """Every setting the window uses, with defaults that need no configuration.
 
-    ``models_dir`` empty means the bundled models; ``resolution`` 0 means the model's own;
+    ``models_dir`` empty means the bundled models; ``crown_model`` / ``seg_model`` name the
+    model id to use by default (empty: the folder's default); ``resolution`` 0 means the model's
+    own;
     ``smoothing`` "model" keeps the manifest's smoothing; ``roi`` "model" follows the manifest.
     ``server`` (a Triton server URL; empty: ``$CROWNSCAN_SERVER``, else this machine) runs
     the models remotely, falling back to this machine only with ``server_fallback``.
     """
 
     models_dir: str = ""
+    crown_model: str = ""
+    seg_model: str = ""
     providers: tuple[str, ...] = ("tensorrt", "cuda", "cpu")
     cpu_threads: int = 0
     server: str = ""

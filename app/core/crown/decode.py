@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -119,6 +120,7 @@ class CrownEvaluator:
         self.encode_ms = 0.0
         self.decode_ms = 0.0
         self.encoded = False
+        self.nonfinite = 0
         vname, pname = model.inputs["voxels"], model.inputs["points"]
         gen = model.generation
         self._static: dict[str, np.ndarray]
@@ -174,13 +176,38 @@ class CrownEvaluator:
         t0 = time.perf_counter()
         feats = encoder.run(made, {vname: feed})
         self.encode_ms = (time.perf_counter() - t0) * 1000.0
+        for name, value in zip(made, feats, strict=True):
+            value = np.asarray(value)
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+                raise PipelineError(
+                    self.model_file,
+                    f"the model's encoder returned {bad:,} non-finite values (NaN or infinity) "
+                    f"of {value.size:,} in '{name}'; no crown was written",
+                )
         self._static = dict(zip(made, feats, strict=True))
         if vname in features:
             self._static[vname] = feed
         self.encoded = True
 
+    @property
+    def model_file(self) -> Path:
+        """The model file a user knows (not a split part in the cache)."""
+        return self.model.onnx or self.model.decoder_onnx  # type: ignore[return-value]
+
+    def check_finite(self) -> None:
+        """Raise :class:`PipelineError` naming the model file when any value evaluated so far
+        was NaN or infinite: such a grid would give a truncated, open crown."""
+        if self.nonfinite:
+            raise PipelineError(
+                self.model_file,
+                f"the model returned {self.nonfinite:,} non-finite values (NaN or infinity) of "
+                f"{self.points:,} points evaluated; no crown was written",
+            )
+
     def evaluate(self, points_unit: np.ndarray) -> np.ndarray:
-        """Raw model output (logit or probability) at each point, float32 (N,)."""
+        """Raw model output (logit or probability) at each point, float32 (N,); non-finite
+        values are counted in ``nonfinite`` (see :meth:`check_finite`)."""
         pts = to_model_points(points_unit, self.model.point_convention)
         n = len(pts)
         out = np.empty(n, dtype=np.float32)
@@ -203,6 +230,7 @@ class CrownEvaluator:
                     "(expected one per point)",
                 )
             out[start : start + len(batch)] = got
+            self.nonfinite += len(batch) - int(np.count_nonzero(np.isfinite(got)))
             self.points += len(batch)
             self.batches += 1
             if self.on_batch is not None:

@@ -1,7 +1,10 @@
-"""Triangle meshes in millimetres: loading (STL, PLY, OBJ, OFF, VTP) and binary STL export."""
+"""Triangle meshes in millimetres: loading (STL, PLY, OBJ, OFF, VTP) and export as binary STL,
+binary PLY or OBJ, chosen by the output's suffix."""
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from app.core.errors import InputError
-from app.core.fileio import atomic_write, check_not_input
+from app.core.fileio import atomic_write, check_not_input, check_output_path
 
 MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off", ".vtp")
+OUTPUT_SUFFIXES = (".stl", ".ply", ".obj")
+MAX_TRIANGLES = 3_000_000
+"""Scans with more triangles are refused before they are parsed (see ``docs/errors.md``)."""
+MIN_EXTENT_MM = 1.0
+MAX_EXTENT_MM = 1000.0
+"""A scan's largest bounding-box side outside these is in the wrong unit (metres, microns)."""
+_HEAD = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -85,11 +95,72 @@ def _read_vtp(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return vertices, conn.reshape(-1, 3)
 
 
-def load_mesh(path: str | Path) -> Mesh:
+def _count_in_file(path: Path, token: bytes) -> int:
+    """Occurrences of ``token`` in the file, read in blocks (memory stays bounded)."""
+    count, tail = 0, b""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            data = tail + block
+            count += data.count(token)
+            tail = data[-(len(token) - 1) :]
+    return count
+
+
+def declared_triangles(path: Path) -> int | None:
+    """The triangle count a mesh file declares or holds, read without parsing its geometry
+    (binary STL and PLY/OFF/VTP headers, faces counted in ASCII STL and OBJ); None when the
+    file does not say."""
+    suffix = path.suffix.lower()
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(_HEAD)
+    if suffix == ".stl":
+        if len(head) >= 84:
+            n = int(np.frombuffer(head[80:84], "<u4")[0])
+            if 84 + 50 * n == size:
+                return n
+        return _count_in_file(path, b"endfacet")
+    if suffix == ".ply":
+        m = re.search(rb"element\s+face\s+(\d+)", head.split(b"end_header")[0])
+        return int(m.group(1)) if m else None
+    if suffix == ".off":
+        words = re.sub(rb"#[^\n]*", b"", head).split()
+        if len(words) >= 3 and words[0].endswith(b"OFF") and words[2].isdigit():
+            return int(words[2])
+        return None
+    if suffix == ".obj":
+        return _count_in_file(path, b"\nf ") + int(head.startswith(b"f "))
+    if suffix == ".vtp":
+        found = re.findall(rb'Number(?:OfPolys|OfStrips)="(\d+)"', head)
+        return sum(int(n) for n in found) if found else None
+    return None
+
+
+def _check_units(path: Path, vertices: np.ndarray, scale: float) -> None:
+    extent = float((vertices.max(axis=0) - vertices.min(axis=0)).max())
+    given = "" if scale == 1.0 else f" after --scale {scale:g}"
+    if extent < MIN_EXTENT_MM:
+        raise InputError(
+            path,
+            f"the scan is only {extent:.3g} mm across{given}: it looks like it is in metres; "
+            "Crownscan needs millimetres (convert it, or give --scale 1000)",
+        )
+    if extent > MAX_EXTENT_MM:
+        raise InputError(
+            path,
+            f"the scan is {extent:.4g} mm across{given}: it looks like it is in microns; "
+            "Crownscan needs millimetres (convert it, or give --scale 0.001)",
+        )
+
+
+def load_mesh(path: str | Path, scale: float = 1.0) -> Mesh:
     """Load a scan mesh in millimetres with duplicate vertices merged.
 
-    Raises :class:`InputError` naming the file when it is missing, unreadable, empty, has
-    non-finite coordinates or is degenerate (fewer than 4 vertices, or no face with an area).
+    ``scale`` multiplies the coordinates first (1000 for a file in metres). Raises
+    :class:`InputError` naming the file when it is missing, unreadable, empty, holds more than
+    :data:`MAX_TRIANGLES` triangles (checked before parsing), has non-finite coordinates, is
+    degenerate (fewer than 4 vertices, or no face with an area), or is less than 1 mm or more
+    than 1 m across (a unit other than mm).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -104,6 +175,16 @@ def load_mesh(path: str | Path) -> Mesh:
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty")
     try:
+        declared = declared_triangles(path)
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    if declared is not None and declared > MAX_TRIANGLES:
+        raise InputError(
+            path,
+            f"the scan has {declared:,} triangles; at most {MAX_TRIANGLES:,} are accepted "
+            "(decimate it in the scanner or CAD software first)",
+        )
+    try:
         vertices, faces = _read_vtp(path) if suffix == ".vtp" else _read_trimesh(path)
     except InputError:
         raise
@@ -111,6 +192,10 @@ def load_mesh(path: str | Path) -> Mesh:
         raise InputError(path, f"cannot read {suffix[1:].upper()} file: {exc}") from exc
     vertices = vertices.reshape(-1, 3)
     faces = faces.reshape(-1, 3)
+    if len(faces) > MAX_TRIANGLES:
+        raise InputError(
+            path, f"the scan has {len(faces):,} triangles; at most {MAX_TRIANGLES:,} are accepted"
+        )
     if len(faces) == 0 or len(vertices) == 0:
         raise InputError(path, "contains no triangles")
     if faces.min() < 0 or faces.max() >= len(vertices):
@@ -122,6 +207,9 @@ def load_mesh(path: str | Path) -> Mesh:
         raise InputError(path, f"is degenerate: {len(vertices)} distinct vertices in use")
     if not (triangle_areas(vertices, faces) > 0).any():
         raise InputError(path, "is degenerate: every triangle has zero area")
+    if scale != 1.0:
+        vertices = vertices * scale
+    _check_units(path, vertices, scale)
     return Mesh(vertices=vertices, faces=faces)
 
 
@@ -138,9 +226,47 @@ def stl_bytes(mesh: Mesh) -> bytes:
     return header + np.uint32(len(tri)).tobytes() + rec.tobytes()
 
 
-def write_stl(path: str | Path, mesh: Mesh, inputs: Sequence[Path] = ()) -> None:
-    """Write ``mesh`` as binary STL atomically; refuse to overwrite any of ``inputs``."""
+def ply_bytes(mesh: Mesh) -> bytes:
+    """Binary little-endian PLY: float32 vertices, faces as a uchar count and three int32."""
+    header = (
+        "ply\nformat binary_little_endian 1.0\ncomment crownscan\n"
+        f"element vertex {len(mesh.vertices)}\nproperty float x\nproperty float y\n"
+        f"property float z\nelement face {len(mesh.faces)}\n"
+        "property list uchar int vertex_indices\nend_header\n"
+    ).encode("ascii")
+    faces = np.zeros(len(mesh.faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
+    faces["n"] = 3
+    faces["v"] = mesh.faces
+    return header + mesh.vertices.astype("<f4").tobytes() + faces.tobytes()
+
+
+def obj_bytes(mesh: Mesh) -> bytes:
+    """Wavefront OBJ text: ``v`` lines in mm, then 1-based ``f`` lines."""
+    out = io.StringIO()
+    out.write("# crownscan\n")
+    np.savetxt(out, mesh.vertices, fmt="v %.6f %.6f %.6f")
+    np.savetxt(out, mesh.faces + 1, fmt="f %d %d %d")
+    return out.getvalue().encode("ascii")
+
+
+_ENCODERS = {".stl": stl_bytes, ".ply": ply_bytes, ".obj": obj_bytes}
+
+
+def check_mesh_output(path: str | Path) -> None:
+    """Refuse a crown output that is a folder or whose suffix is not .stl, .ply or .obj."""
+    check_output_path(Path(path), OUTPUT_SUFFIXES)
+
+
+def write_mesh(path: str | Path, mesh: Mesh, inputs: Sequence[Path] = ()) -> None:
+    """Write ``mesh`` atomically in the format its suffix names; refuse to overwrite any of
+    ``inputs``."""
     path = Path(path)
+    check_mesh_output(path)
     check_not_input(path, inputs)
-    data = stl_bytes(mesh)
+    data = mesh_bytes(path, mesh)
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def mesh_bytes(path: Path, mesh: Mesh) -> bytes:
+    """``mesh`` encoded in the format named by ``path``'s suffix."""
+    return _ENCODERS[Path(path).suffix.lower()](mesh)

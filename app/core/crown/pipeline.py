@@ -16,7 +16,7 @@ from app.core.crown.checks import CheckResult, base_gap, check_crown, clipped_fa
 from app.core.crown.components import choose_parts, split_parts, submesh
 from app.core.crown.decode import CrownEvaluator, decision_level
 from app.core.crown.frame import AXES, CaseFrame, FrameRequest, make_frame
-from app.core.crown.meshio import Mesh, load_mesh, write_stl
+from app.core.crown.meshio import Mesh, check_mesh_output, load_mesh, write_mesh
 from app.core.crown.point_cloud import point_cloud_voxels, sample_surface
 from app.core.crown.smoothing import smooth
 from app.core.crown.surface import (
@@ -132,6 +132,7 @@ def _generate(
             info["points_per_level"] = stats.evaluated
     report.timings_ms["grid"] -= evaluator.decode_ms
     report.timings_ms["decode"] = evaluator.decode_ms
+    evaluator.check_finite()
     tick("decode")
 
     with report.stage("extract"):
@@ -140,8 +141,11 @@ def _generate(
         where = ", ".join(f"{c:.2f}" for c in frame.center)
         raise PipelineError(
             None,
-            f"the model found no crown in the frame ({frame.size_mm:.1f} mm cube centred at "
-            f"{where} mm); check the frame centre (--center) is on the preparation",
+            f"the model found no crown in the frame: all {values.size:,} grid values are below "
+            f"the decision level {level:.3g} ({model.output_kind}, threshold "
+            f"{gen.threshold:g}), ranging from {float(values.min()):.3g} to "
+            f"{float(values.max()):.3g}; check the frame centre (--center) is on the "
+            f"preparation (the frame is a {frame.size_mm:.1f} mm cube centred at {where} mm)",
         )
     verts_unit, faces = surface
     tick("extract")
@@ -271,21 +275,25 @@ def run_crown(
     center: Sequence[float] | None = None,
     case_frame: CaseFrame | None = None,
     frame_request: FrameRequest | None = None,
+    scale: float = 1.0,
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
 ) -> CrownResult:
-    """Load the scan, generate the crown, write it as binary STL atomically (never over the
-    input), and return the result with ``output`` set.
+    """Load the scan, generate the crown, write it atomically (never over the input) as STL,
+    PLY or OBJ by the output's suffix, and return the result with ``output`` set.
+
+    ``scale`` converts the scan's coordinates to mm (1000 for metres).
 
     ``frame_request`` (the CLI's ``--center/--occlusal/--mesial/--pick/--auto-frame``) is
     resolved on the loaded scan and overrides ``case_frame``; a scan where no frame can be
     found is an :class:`InputError` naming it.
     """
     input_path, output_path = Path(input_path), Path(output_path)
+    check_mesh_output(output_path)
     check_not_input(output_path, [input_path])
     report = RunReport()
     with report.stage("load"):
-        scan = load_mesh(input_path)
+        scan = load_mesh(input_path, scale)
     if cancel is not None:
         cancel.check()
     if progress is not None:
@@ -306,7 +314,7 @@ def run_crown(
             raise
         raise PipelineError(input_path, exc.message) from exc
     with report.stage("write"):
-        write_stl(output_path, result.mesh, inputs=[input_path])
+        write_mesh(output_path, result.mesh, inputs=[input_path])
     if progress is not None:
         progress("write", _PROGRESS["write"])
     result.output = output_path

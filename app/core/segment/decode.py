@@ -64,7 +64,7 @@ def _labels_hw(output: np.ndarray, model: SegmentationModel) -> np.ndarray:
         )
     if np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all():
-            raise PipelineError(model.onnx, "model produced non-finite labels (NaN or inf)")
+            raise _non_finite(a, model)
         a = np.rint(a)
     elif a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise ModelError(model.onnx, f"labels output has unsupported type {a.dtype}")
@@ -109,6 +109,15 @@ def _all_finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a.sum())) or bool(np.isfinite(a).all())
 
 
+def _non_finite(a: np.ndarray, model: SegmentationModel) -> PipelineError:
+    bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+    return PipelineError(
+        model.onnx,
+        f"the model returned {bad:,} non-finite values (NaN or infinity) of {a.size:,} in "
+        f"output '{model.output}'; no mask was written",
+    )
+
+
 def source_scores(
     output: np.ndarray, prepared: Prepared, model: SegmentationModel
 ) -> list[np.ndarray]:
@@ -119,7 +128,7 @@ def source_scores(
     how = model.inference
     scores = _scores_chw(output, model)
     if not _all_finite(scores):
-        raise PipelineError(model.onnx, "model produced non-finite scores (NaN or inf)")
+        raise _non_finite(scores, model)
     planes = []
     for plane in scores:
         p = plane if plane.dtype == np.float32 else plane.astype(np.float32)

@@ -23,7 +23,7 @@ colours and loses the ids; ``cv2.imwrite`` writes no palette). See ``docs/masks.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,8 @@ FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")
 """Pillow format names accepted as model-scan images (MPO: a JPEG from some cameras)."""
 MIN_SIDE = 16
 MAX_SIDE = 20000
-MAX_PIXELS = 200_000_000
+MAX_PIXELS = 50_000_000
+"""Larger images are refused from their header, before decoding (peak memory: docs/errors.md)."""
 
 
 def _open(path: Path) -> Image.Image:
@@ -114,7 +115,8 @@ def load_image(path: str | Path) -> np.ndarray:
     """Load a model-scan image as ``uint8 (H, W, 3)`` RGB with its EXIF orientation applied.
 
     Raises :class:`InputError` naming the file when it is missing, empty, not a PNG/JPEG/BMP/TIFF
-    image, truncated or corrupt, smaller than 16x16 or larger than 20000 px a side / 200 MP.
+    image, truncated or corrupt, smaller than 16x16 or larger than 20000 px a side / 50 MP
+    (both checked from the header, before decoding).
     """
     path = Path(path)
     im = _open(path)
@@ -142,6 +144,14 @@ def save_label_png(
     """
     path = Path(path)
     check_not_input(path, [Path(p) for p in inputs])
+    atomic_write(path, label_png_writer(labels, palette))
+
+
+def label_png_writer(
+    labels: np.ndarray, palette: Sequence[tuple[int, int, int]]
+) -> Callable[[Path], None]:
+    """A function writing ``labels`` as the palette PNG :func:`save_label_png` makes to the
+    path it is given (checks done now, before anything is written)."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype != np.uint8:
         raise ValueError(f"labels must be (H, W) uint8, got {labels.shape} {labels.dtype}")
@@ -153,7 +163,7 @@ def save_label_png(
     flat[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
     im = Image.fromarray(np.ascontiguousarray(labels))
     im.putpalette(flat.tobytes(), rawmode="RGB")
-    atomic_write(path, lambda tmp: im.save(tmp, format="PNG", compress_level=3))
+    return lambda tmp: im.save(tmp, format="PNG", compress_level=3)
 
 
 def read_label_png(path: str | Path) -> np.ndarray:

@@ -19,13 +19,13 @@ import cv2
 import numpy as np
 
 from app.core.errors import InputError, ModelError, PipelineError
-from app.core.fileio import atomic_write_bytes, check_not_input
+from app.core.fileio import check_not_input, check_output_path, commit_set
 from app.core.manifest import SegmentationModel
 from app.core.model_lint import lint_model
 from app.core.report import CancelToken, ProgressFn, RunReport
 from app.core.runtime import ModelSession, SessionPool
 from app.core.segment.decode import decode, labels_from_scores, source_scores
-from app.core.segment.imageio import load_image, save_label_png
+from app.core.segment.imageio import label_png_writer, load_image
 from app.core.segment.overlay import overlay
 from app.core.segment.passes import flip_average, slide_scores
 from app.core.segment.preprocess import Prepared, preprocess
@@ -239,7 +239,8 @@ def _check_overlay_path(path: Path) -> None:
         raise InputError(path, "overlay must be a .png, .jpg, .bmp or .tif file")
 
 
-def _encode_image(path: Path, rgb: np.ndarray) -> bytes:
+def encode_image(path: Path, rgb: np.ndarray) -> bytes:
+    """``rgb`` encoded in the image format named by ``path``'s suffix (PNG fast-compressed)."""
     ext = path.suffix.lower()
     _check_overlay_path(path)
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if ext == ".png" else []
@@ -260,14 +261,17 @@ def run_segment(
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
 ) -> SegmentResult:
-    """Load ``image_path``, segment it, and write the palette mask and/or overlay atomically.
+    """Load ``image_path``, segment it, and write the palette mask and/or overlay as one set
+    (both or neither replaced).
 
-    Output paths are checked against the input before any work is done.
+    Output paths are checked against the input (and for being a folder) before any work is
+    done.
     """
     image_path = Path(image_path)
     cancel = cancel or CancelToken()
     outputs = [Path(p) for p in (mask_path, overlay_path) if p is not None]
     for out in outputs:
+        check_output_path(out)
         check_not_input(out, [image_path])
     if mask_path is not None and overlay_path is not None:
         check_not_input(Path(overlay_path), [Path(mask_path)])
@@ -291,10 +295,12 @@ def run_segment(
         raise PipelineError(image_path, exc.message) from exc
     cancel.check()
     with report.stage("write"):
+        items = []
         if mask_path is not None:
-            save_label_png(mask_path, result.labels, model.palette, inputs=[image_path])
+            items.append((Path(mask_path), label_png_writer(result.labels, model.palette)))
         if overlay_path is not None:
-            ov = overlay(image, result.labels, model.palette)
-            atomic_write_bytes(Path(overlay_path), _encode_image(Path(overlay_path), ov))
+            data = encode_image(Path(overlay_path), overlay(image, result.labels, model.palette))
+            items.append((Path(overlay_path), lambda tmp: tmp.write_bytes(data)))
+        commit_set(items)
     outer("write", 1.0)
     return result
