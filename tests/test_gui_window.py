@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -126,6 +127,46 @@ def test_approve_survives_restart(make_window, fake_workspace, qtbot):
     w2.select_case("case_001")
     wait_for(qtbot, lambda: w2._view_tag is None)
     assert "changed after the last decision" in w2.qa.details.toPlainText()
+
+
+def test_approving_a_result_made_from_older_inputs_asks_first(
+    make_window, fake_workspace, qtbot, monkeypatch, tmp_path
+):
+    """The run recorded the inputs it read; an image edited since makes Approve ask, the
+    Details pane and the history say so, and the record and the report keep both hashes."""
+    w = make_window(fake_workspace)
+    run_and_wait(qtbot, w, "case_001")
+    case = w.cases["case_001"]
+    run_hash = cases.read_run_info(case)["input_hash"]
+    assert run_hash == cases.input_hash(case)
+    img = case.images[0]
+    img.write_bytes(img.read_bytes() + b"\0")
+    w.open_workspace(fake_workspace)
+    w.select_case("case_001")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    assert "changed after this result was generated" in w.qa.details.toPlainText()
+    answers = [QtWidgets.QMessageBox.StandardButton.No, QtWidgets.QMessageBox.StandardButton.Yes]
+    asked = []
+
+    def warning(parent, title, text, *args):
+        asked.append(text)
+        return answers.pop(0)
+
+    monkeypatch.setattr(QtWidgets.QMessageBox, "warning", staticmethod(warning))
+    assert w.decide(Decision.APPROVED) is None
+    assert w.store.history("case_001") == [] and w.case_list.status_text("case_001") != "approved"
+    record = w.decide(Decision.APPROVED, "approved anyway")
+    assert len(asked) == 2 and "case_001" in asked[0]
+    assert (record.run_input_hash, record.input_hash) == (run_hash, cases.input_hash(case))
+    assert record.inputs_changed_since_run is True
+    assert "inputs changed since the run" in w.qa.history.item(0).text()
+    w.decide(Decision.REJECTED)  # only approving asks
+    assert len(asked) == 2
+    out = tmp_path / "qa.csv"
+    w.export_report(out)
+    approved, rejected = csv.DictReader(out.open(encoding="utf-8"))
+    assert (approved["run_input_hash"], approved["inputs_changed_since_run"]) == (run_hash, "yes")
+    assert rejected["inputs_changed_since_run"] == "yes"
 
 
 def _gated_run(monkeypatch, *, ignore_cancel: bool = False):
@@ -343,6 +384,27 @@ def test_run_cancel_raises_between_batches(fake_models, fake_workspace):
     assert {p.name for p in result.written} >= {"crown.stl", "image_1_mask.png", "run.json"}
     info = cases.read_run_info(case)
     assert info["crown_model"] == "sphere_crown" and info["providers"] == ["cpu"]
+    assert info["input_hash"] == cases.input_hash(case)
+
+
+def test_run_fails_when_an_input_changes_while_it_runs(fake_models, fake_workspace):
+    """The hash in run.json must be of the inputs the run read: an image edited mid-run fails the
+    run (naming the case) and nothing is written."""
+    from app.core.errors import InputError
+    from app.core.manifest import find_model
+    from app.core.runtime import RuntimeConfig, SessionPool
+
+    crown = find_model(None, "crown", fake_models)
+    pool = SessionPool(RuntimeConfig(preference=("cpu",)))
+    case = cases.discover_cases(fake_workspace)[0]
+
+    def touch_image(stage, frac):
+        if stage.startswith("crown"):
+            case.images[0].write_bytes(case.images[0].read_bytes() + b"\0")
+
+    with pytest.raises(InputError, match="changed during the run") as err:
+        cases.run_case(case, crown, None, pool, resolution=16, progress=touch_image)
+    assert str(case.folder) in str(err.value) and not case.output_dir.exists()
 
 
 def test_next_case_is_prefetched_while_reviewing(make_window, fake_workspace, qtbot):

@@ -147,9 +147,10 @@ def discover_cases(workspace: str | Path) -> list[Case]:
 
 
 def input_hash(case: Case) -> str:
-    """sha256 over the case's input files (name, size and bytes, in order).
+    """sha256 over the case's input files (name and bytes of each, in order).
 
-    Stored with every decision so a record can be matched to exactly the inputs it judged.
+    Written into ``run.json`` by every run and stored with every decision, so a result and a
+    record can be matched to exactly the inputs they were made from.
     """
     h = hashlib.sha256()
     for path in case.inputs:
@@ -169,7 +170,11 @@ def input_hash(case: Case) -> str:
 
 @dataclass(frozen=True)
 class QaRecord:
-    """One QA decision as stored: who decided what, on which inputs, with which models."""
+    """One QA decision as stored: who decided what, on which inputs, with which models.
+
+    ``input_hash`` is the inputs' hash when the decision was made, ``run_input_hash`` the one
+    the judged run recorded (empty when unknown: a run from before runs recorded it).
+    """
 
     case: str
     decision: Decision
@@ -182,7 +187,15 @@ class QaRecord:
     seg_version: str = ""
     provider: str = ""
     input_hash: str = ""
+    run_input_hash: str = ""
     id: int | None = None
+
+    @property
+    def inputs_changed_since_run(self) -> bool | None:
+        """True when the inputs differ from those the judged run was made from (None: unknown)."""
+        if not self.run_input_hash or not self.input_hash:
+            return None
+        return self.run_input_hash != self.input_hash
 
 
 @dataclass(frozen=True)
@@ -207,6 +220,8 @@ CSV_COLUMNS = [
     "seg_version",
     "provider",
     "input_hash",
+    "run_input_hash",
+    "inputs_changed_since_run",
 ]
 
 _SCHEMA = """
@@ -244,7 +259,11 @@ CREATE TABLE IF NOT EXISTS centres (
 """
 # Directions of the case frame, added to ``centres`` after it first shipped; NULL = none set.
 _FRAME_COLUMNS = ("ox", "oy", "oz", "mx", "my", "mz")
-_ADDED_COLUMNS = {**{c: "REAL" for c in _FRAME_COLUMNS}, "source": "TEXT"}
+_ADDED_COLUMNS = {
+    "centres": {**{c: "REAL" for c in _FRAME_COLUMNS}, "source": "TEXT"},
+    # the hash the judged run was made from, beside ``input_hash`` (the hash at decision time)
+    "decisions": {"run_input_hash": "TEXT NOT NULL DEFAULT ''"},
+}
 
 
 def _now() -> str:
@@ -312,8 +331,8 @@ class QaStore:
         )
         row_id = self._write(
             "INSERT INTO decisions (case_name, decision, note, time, user, crown_model,"
-            " crown_version, seg_model, seg_version, provider, input_hash)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " crown_version, seg_model, seg_version, provider, input_hash, run_input_hash)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 rec.case,
                 rec.decision.value,
@@ -326,6 +345,7 @@ class QaStore:
                 rec.seg_version,
                 rec.provider,
                 rec.input_hash,
+                rec.run_input_hash,
             ),
         )
         return dataclasses.replace(rec, id=row_id)
@@ -339,16 +359,21 @@ class QaStore:
             (case, outcome, message, _now()),
         )
 
+    def _missing_columns(self) -> list[tuple[str, str, str]]:
+        out = []
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            out += [(table, c, kind) for c, kind in columns.items() if c not in have]
+        return out
+
     def _migrate(self) -> None:
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(centres)")}
-        if set(_ADDED_COLUMNS) <= have:
+        """Add the columns later versions added to a database an older version created."""
+        if not self._missing_columns():
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            have = {row[1] for row in self._db.execute("PRAGMA table_info(centres)")}
-            for column, kind in _ADDED_COLUMNS.items():
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE centres ADD COLUMN {column} {kind}")
+            for table, column, kind in self._missing_columns():
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -412,11 +437,12 @@ class QaStore:
             seg_version=row[9],
             provider=row[10],
             input_hash=row[11],
+            run_input_hash=row[12],
         )
 
     _COLS = (
         "id, case_name, decision, note, time, user, crown_model, crown_version, seg_model,"
-        " seg_version, provider, input_hash"
+        " seg_version, provider, input_hash, run_input_hash"
     )
 
     def history(self, case: str | None = None) -> list[QaRecord]:
@@ -466,6 +492,8 @@ class QaStore:
                     r.seg_version,
                     r.provider,
                     r.input_hash,
+                    r.run_input_hash,
+                    {None: "unknown", True: "yes", False: "no"}[r.inputs_changed_since_run],
                 ]
             )
         atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
@@ -553,7 +581,8 @@ def run_case(
     """Generate the crown and segment every image of ``case``, then write all outputs.
 
     Everything is computed in memory first and written only once the whole case succeeded, so
-    a cancelled or failed run leaves the case folder exactly as it was. Raises
+    a cancelled or failed run leaves the case folder exactly as it was. ``run.json`` records
+    the hash of the inputs read; an input changed during the run fails it. Raises
     :class:`~app.core.errors.Cancelled`, :class:`InputError` naming a broken file, or
     :class:`PipelineError`. ``smoothing`` (a ``manifest.Smoothing``) overrides the model's;
     ``case_frame`` places and turns the model's frame on the preparation (else the manifest's);
@@ -579,6 +608,7 @@ def run_case(
         return fn
 
     cancel.check()
+    inputs_sha256 = input_hash(case)
     with report.stage("load scan"):
         scan = load_mesh(case.scan)
     cancel.check()
@@ -618,6 +648,8 @@ def run_case(
             for k, v in seg.report.timings_ms.items():
                 report.timings_ms[f"segment {k}"] = report.timings_ms.get(f"segment {k}", 0) + v
     cancel.check()
+    if input_hash(case) != inputs_sha256:
+        raise InputError(case.folder, "the input files changed during the run; run it again")
     if progress is not None:
         progress("writing outputs", 1.0)
     written = write_case_outputs(case, crown.mesh, images, seg_model, overlay_alpha, write_stl)
@@ -630,6 +662,7 @@ def run_case(
         "crown_version": crown_model.version,
         "seg_model": seg_model.id if seg_model is not None else "",
         "seg_version": seg_model.version if seg_model is not None else "",
+        "input_hash": inputs_sha256,
         "providers": providers,
         "frame": None if case_frame is None else case_frame.to_dict(),
         "timings_ms": {k: round(v, 2) for k, v in report.timings_ms.items()},
