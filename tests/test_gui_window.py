@@ -777,3 +777,117 @@ def test_crown_check_warnings_show_on_the_case(make_window, fake_workspace, qtbo
     assert "3 crown check(s) to look at" in w.message_label.text()
     details = w.qa.details.toPlainText()
     assert details.count("Check the crown:") == 3 and "mesio-distal" in details
+
+
+def test_a_model_that_fails_to_load_is_reported_and_runs_fail_cleanly(
+    make_window, fake_workspace, fake_models, qtbot, tmp_path
+):
+    """A crown manifest whose ONNX file is garbage: the provider label and About say why, a run
+    fails naming the file, and the window keeps working. With no crown manifest at all, Run is
+    off and says why."""
+    import shutil
+
+    models = shutil.copytree(fake_models, tmp_path / "models")
+    (models / "sphere_crown.onnx").write_bytes(b"\x00 not an onnx model")
+    w = make_window(fake_workspace, models=models)
+    assert w.provider_label.text() == "Provider: unavailable"
+    assert "sphere_crown.onnx" in w.provider_label.toolTip()
+    assert any("sphere_crown.onnx" in e for e in w.model_errors)
+    assert "sphere_crown.onnx" in w.about_text()
+    assert run_and_wait(qtbot, w, "case_001") == "error"
+    assert w.case_list.status_text("case_001") == "error"
+    assert "sphere_crown.onnx" in w.case_list.tooltip("case_001")
+    assert not w.cases["case_001"].output_dir.exists()
+    assert w.run_button.isEnabled()  # the window is not stuck in a run
+    w.close()
+    (models / "sphere_crown.json").unlink()
+    w2 = make_window(fake_workspace, models=models)
+    assert w2.crown_model is None and w2.model_errors
+    assert "crown" in w2.models_label.toolTip()
+    assert not w2.run_button.isEnabled() and not w2.run_all_button.isEnabled()
+    w2.run_current()
+    assert w2.message_label.text().startswith("No crown model")
+    assert w2.case_list.status_text("case_001") == "error"  # the failed run above, as recorded
+
+
+def test_a_case_view_that_fails_to_load_marks_the_case_and_the_next_one_shows(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    """An unexpected error while loading a case's view (not a bad file, which the view
+    reports itself): the case shows the error, and other cases still load and show."""
+    from app.ui import main_window
+
+    real = main_window.load_case_view
+
+    def failing(case, cancel=None):
+        if case.name == "case_002":
+            raise RuntimeError("view builder exploded")
+        return real(case, cancel)
+
+    monkeypatch.setattr(main_window, "load_case_view", failing)
+    w = make_window(fake_workspace)
+    w.select_case("case_002")
+    wait_for(qtbot, lambda: w._view_tag is None and w.current == "case_002")
+    assert w.case_list.status_text("case_002") == "error"
+    assert "view builder exploded" in w.case_list.tooltip("case_002")
+    assert "view builder exploded" in w.viewer2d.info.text()
+    with qtbot.waitSignal(w.view_shown, timeout=60000) as shown:
+        w.select_case("case_003")
+    assert shown.args == ["case_003"] and w.viewer3d.actor("scan") is not None
+    assert w.case_list.status_text("case_003") == "new"
+
+
+def test_cancel_during_run_all_pending_stops_the_batch(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    """Cancel while the first queued case runs: it stays as it was, the queue is dropped, the
+    other cases are never run, and the window is idle again."""
+    w = make_window(fake_workspace)
+    entered, release = _gated_run(monkeypatch)
+    finished = []
+    w.run_finished.connect(lambda c, o: finished.append((c, o)))
+    w.run_all_button.click()
+    qtbot.waitUntil(entered.is_set, timeout=30000)
+    assert w._batch["active"] and w.case_list.status_text("case_001") == "running"
+    w.cancel_button.click()
+    release.set()
+    w.runner.shutdown()
+    qtbot.wait(100)
+    assert finished == [("case_001", "cancelled")]
+    assert not w._batch["active"] and w._run_tag is None
+    for name in ("case_001", "case_002", "case_003"):
+        assert w.case_list.status_text(name) == "new"
+        assert not w.cases[name].output_dir.exists()
+    assert "batch" not in w.counts_label.text()
+    assert w.run_all_button.isEnabled() and not w.cancel_button.isEnabled()
+    # a single run afterwards runs that case only: the cancelled batch does not resume
+    assert run_and_wait(qtbot, w, "case_003") == "generated"
+    qtbot.wait(200)
+    assert finished[1:] == [("case_003", "generated")] and w._run_tag is None
+    assert w.case_list.status_text("case_002") == "new"
+
+
+def test_refresh_during_a_run_waits_and_the_run_completes(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    """Refresh while a case runs: the workspace is not re-read under the run (which would drop
+    it), the run finishes and is shown; a refresh after it picks up what changed."""
+    import shutil
+
+    w = make_window(fake_workspace)
+    entered, release = _gated_run(monkeypatch)
+    w.select_case("case_001")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    w.run_button.click()
+    qtbot.waitUntil(entered.is_set, timeout=30000)
+    shutil.copytree(fake_workspace / "case_003", fake_workspace / "case_004")
+    w.refresh_workspace()
+    assert "after the run" in w.message_label.text()
+    assert "case_004" not in w.case_list.names()
+    with qtbot.waitSignal(w.run_finished, timeout=120000) as blocker:
+        release.set()
+    assert blocker.args == ["case_001", "generated"]
+    assert w.case_list.status_text("case_001") == "generated"
+    assert w.viewer3d.actor("crown") is not None
+    w.refresh_workspace()
+    assert "case_004" in w.case_list.names() and w.current == "case_001"
