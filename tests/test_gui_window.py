@@ -121,12 +121,17 @@ def test_approve_survives_restart(make_window, fake_workspace, qtbot):
     assert "approved" in w2.qa.history.item(0).text()
     assert "changed after the last decision" not in w2.qa.details.toPlainText()
     # an input edited after the decision is flagged: the record judged other inputs
-    img = case.images[0]
-    img.write_bytes(img.read_bytes() + b"\0")
-    w2.open_workspace(fake_workspace)
-    w2.select_case("case_001")
-    wait_for(qtbot, lambda: w2._view_tag is None)
+    edit_input_and_reopen(qtbot, w2, fake_workspace, "case_001")
     assert "changed after the last decision" in w2.qa.details.toPlainText()
+
+
+def edit_input_and_reopen(qtbot, w, workspace, name: str) -> None:
+    """Append a byte to the case's first image, then reopen the workspace on that case."""
+    img = w.cases[name].images[0]
+    img.write_bytes(img.read_bytes() + b"\0")
+    w.open_workspace(workspace)
+    w.select_case(name)
+    wait_for(qtbot, lambda: w._view_tag is None)
 
 
 def test_approving_a_result_made_from_older_inputs_asks_first(
@@ -139,11 +144,7 @@ def test_approving_a_result_made_from_older_inputs_asks_first(
     case = w.cases["case_001"]
     run_hash = cases.read_run_info(case)["input_hash"]
     assert run_hash == cases.input_hash(case)
-    img = case.images[0]
-    img.write_bytes(img.read_bytes() + b"\0")
-    w.open_workspace(fake_workspace)
-    w.select_case("case_001")
-    wait_for(qtbot, lambda: w._view_tag is None)
+    edit_input_and_reopen(qtbot, w, fake_workspace, "case_001")
     assert "changed after this result was generated" in w.qa.details.toPlainText()
     answers = [QtWidgets.QMessageBox.StandardButton.No, QtWidgets.QMessageBox.StandardButton.Yes]
     asked = []

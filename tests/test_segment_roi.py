@@ -178,7 +178,8 @@ def test_demo_model_roi_crops_and_agrees_with_full_frame(pool):
     the exact paste geometry is pinned with the analytic model above)."""
     model = load_manifest(DEMO_MANIFEST)
     paths = sorted((REPO / "resources" / "samples").glob("*/image_*.jpg"))
-    assert len(paths) == 6, f"sample images missing: {[p.relative_to(REPO).as_posix() for p in paths]}"
+    found = [p.relative_to(REPO).as_posix() for p in paths]
+    assert len(paths) == 6, f"sample images missing from the checkout, found only {found}"
     for path in paths:
         image, (ix0, iy0, ix1, iy1) = framed_on_plate(load_image(path))
         full = segment_image(image, model, pool, roi=False)
