@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 
 DENTAL_SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "dental-samples"
+MISSING_SAMPLES = "../shared/dental-samples is not beside the checkout (internal test data)"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI (``CI`` set) the real dental samples are required: stop before any test runs."""
+    if os.environ.get("CI") and not DENTAL_SAMPLES.is_dir():
+        raise pytest.UsageError(f"{MISSING_SAMPLES} ({DENTAL_SAMPLES}); CI must have it")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -28,8 +35,7 @@ def _private_user_cache(tmp_path_factory: pytest.TempPathFactory):
 def dental_samples() -> Path:
     """The real dental meshes beside the project (test data only, never copied in)."""
     if not DENTAL_SAMPLES.is_dir():
-        reason = "../shared/dental-samples is not beside the checkout (internal test data)"
         if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must have it")
-        pytest.skip(reason)
+            pytest.fail(f"{MISSING_SAMPLES}; CI must have it")
+        pytest.skip(MISSING_SAMPLES)
     return DENTAL_SAMPLES

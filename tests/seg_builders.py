@@ -224,3 +224,32 @@ def stone_image(h: int, w: int, box: tuple[int, int, int, int], seed: int = 0) -
         py = int(cy - 0.6 * (y1 - y0) / 2 * np.sin(t))
         cv2.circle(img, (px, py), r, (60, 90, 230), -1)
     return img
+
+
+def framed_on_plate(
+    image_rgb: np.ndarray, scale: float = 0.5, seed: int = 0
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """``image_rgb`` shrunk by ``scale`` and set in the middle of a frame of its own size whose
+    rest is a plate made of its own border pixels (resampled at random, lightly blurred).
+
+    The border is then one background, as when the camera sees the stone model from further
+    off: the ROI path has a real crop to make. Returns the image and the box (x0, y0, x1, y1)
+    of the shrunk original in it.
+    """
+    import cv2
+
+    h, w = image_rgb.shape[:2]
+    b = max(1, round(0.03 * min(h, w)))
+    band = np.concatenate(
+        [
+            s.reshape(-1, 3)
+            for s in (image_rgb[:b], image_rgb[-b:], image_rgb[:, :b], image_rgb[:, -b:])
+        ]
+    )
+    rng = np.random.default_rng(seed)
+    out = band[rng.integers(0, len(band), h * w)].reshape(h, w, 3)
+    out = cv2.GaussianBlur(out, (0, 0), 1.5)
+    sh, sw = round(h * scale), round(w * scale)
+    y0, x0 = (h - sh) // 2, (w - sw) // 2
+    out[y0 : y0 + sh, x0 : x0 + sw] = cv2.resize(image_rgb, (sw, sh), interpolation=cv2.INTER_AREA)
+    return out, (x0, y0, x0 + sw, y0 + sh)

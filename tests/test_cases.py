@@ -110,14 +110,73 @@ def test_store_round_trip_and_latest_decision(tmp_path):
         ]
 
 
+def test_decision_keeps_the_run_hash_beside_the_hash_at_decision_time(tmp_path):
+    """A decision on a result whose inputs changed since its run says so, in the store and in
+    the CSV report; one from a run that recorded no hash says it cannot tell."""
+    with QaStore(tmp_path) as store:
+        store.record_decision(
+            QaRecord("same", Decision.APPROVED, input_hash="h1", run_input_hash="h1")
+        )
+        store.record_decision(
+            QaRecord("moved", Decision.APPROVED, input_hash="h2", run_input_hash="h1")
+        )
+        store.record_decision(QaRecord("old_run", Decision.REJECTED, input_hash="h3"))
+        latest = store.latest_decisions()
+        assert latest["moved"].run_input_hash == "h1" and latest["moved"].input_hash == "h2"
+        assert [latest[c].inputs_changed_since_run for c in ("same", "moved", "old_run")] == [
+            False,
+            True,
+            None,
+        ]
+        store.export_csv(tmp_path / "qa.csv")
+    rows = {r["case"]: r for r in csv.DictReader((tmp_path / "qa.csv").open(encoding="utf-8"))}
+    assert rows["moved"]["run_input_hash"] == "h1" and rows["moved"]["input_hash"] == "h2"
+    assert [rows[c]["inputs_changed_since_run"] for c in ("same", "moved", "old_run")] == [
+        "no",
+        "yes",
+        "unknown",
+    ]
+
+
+def test_a_database_from_before_run_hashes_opens_and_gains_the_column(tmp_path):
+    """The decisions table as first shipped (no ``run_input_hash``): old rows read back with an
+    unknown run hash, new decisions store theirs, and a second open changes nothing."""
+    db = sqlite3.connect(tmp_path / cases.DB_NAME)
+    db.execute(
+        "CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, case_name TEXT NOT NULL,"
+        " decision TEXT NOT NULL, note TEXT NOT NULL DEFAULT '', time TEXT NOT NULL,"
+        " user TEXT NOT NULL, crown_model TEXT NOT NULL DEFAULT '',"
+        " crown_version TEXT NOT NULL DEFAULT '', seg_model TEXT NOT NULL DEFAULT '',"
+        " seg_version TEXT NOT NULL DEFAULT '', provider TEXT NOT NULL DEFAULT '',"
+        " input_hash TEXT NOT NULL DEFAULT '')"
+    )
+    db.execute(
+        "INSERT INTO decisions (case_name, decision, time, user, input_hash)"
+        " VALUES ('old', 'approved', 't', 'u', 'h0')"
+    )
+    db.commit()
+    db.close()
+    with QaStore(tmp_path) as store:
+        (old,) = store.history()
+        assert (old.decision, old.input_hash, old.run_input_hash) == (Decision.APPROVED, "h0", "")
+        store.record_decision(
+            QaRecord("new", Decision.REJECTED, input_hash="b", run_input_hash="a")
+        )
+    with QaStore(tmp_path) as store:
+        assert store.latest_decisions()["new"].inputs_changed_since_run is True
+        assert store.latest_decisions()["old"].inputs_changed_since_run is None
+
+
 def test_store_uses_rollback_journal_and_full_sync(tmp_path):
     with QaStore(tmp_path) as store:
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_decision_is_durable_once_recorded_even_if_process_dies(tmp_path):
-    """A child process records a decision and dies without closing: the record is there."""
+def test_decision_is_committed_before_record_decision_returns(tmp_path):
+    """A child process records a decision and dies without closing: the record is there, so it
+    was committed, not left in an open transaction. (Surviving a power cut as well needs the
+    disk sync that ``test_store_uses_rollback_journal_and_full_sync`` pins.)"""
     code = textwrap.dedent(
         f"""
         import os

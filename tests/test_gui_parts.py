@@ -308,8 +308,8 @@ def test_sample_workspace_with_bundled_models(make_window, tmp_path, qtbot):
 
     samples = sample_workspace_dir()
     models = bundled_models_dir()
-    if not list(samples.glob("*/scan.*")) or not list(models.glob("*.onnx")):
-        pytest.skip("sample workspace or demo models not present yet")
+    assert list(samples.glob("*/scan.*")), f"no sample cases in {samples}"
+    assert len(list(models.glob("*.onnx"))) >= 2, f"demo models missing from {models}"
     ws = shutil.copytree(samples, tmp_path / "samples")
     w = make_window(ws, models=models, resolution=32)
     name = w.order[0]

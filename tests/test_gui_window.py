@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -120,12 +121,56 @@ def test_approve_survives_restart(make_window, fake_workspace, qtbot):
     assert "approved" in w2.qa.history.item(0).text()
     assert "changed after the last decision" not in w2.qa.details.toPlainText()
     # an input edited after the decision is flagged: the record judged other inputs
-    img = case.images[0]
-    img.write_bytes(img.read_bytes() + b"\0")
-    w2.open_workspace(fake_workspace)
-    w2.select_case("case_001")
-    wait_for(qtbot, lambda: w2._view_tag is None)
+    edit_input_and_reopen(qtbot, w2, fake_workspace, "case_001")
     assert "changed after the last decision" in w2.qa.details.toPlainText()
+
+
+def edit_input_and_reopen(qtbot, w, workspace, name: str) -> None:
+    """Append a byte to the case's first image, then reopen the workspace on that case."""
+    img = w.cases[name].images[0]
+    img.write_bytes(img.read_bytes() + b"\0")
+    w.open_workspace(workspace)
+    w.select_case(name)
+    wait_for(qtbot, lambda: w._view_tag is None)
+
+
+def test_approving_a_result_made_from_older_inputs_asks_first(
+    make_window, fake_workspace, qtbot, monkeypatch, tmp_path
+):
+    """The run recorded the inputs it read; an image edited since makes Approve ask, the
+    Details pane and the history say so, and the record and the report keep both hashes."""
+    w = make_window(fake_workspace)
+    run_and_wait(qtbot, w, "case_001")
+    case = w.cases["case_001"]
+    run_hash = cases.read_run_info(case)["input_hash"]
+    assert run_hash == cases.input_hash(case)
+    edit_input_and_reopen(qtbot, w, fake_workspace, "case_001")
+    assert "changed after this result was generated" in w.qa.details.toPlainText()
+    answers = [QtWidgets.QMessageBox.StandardButton.No, QtWidgets.QMessageBox.StandardButton.Yes]
+    asked = []
+
+    def warning(parent, title, text, *args):
+        asked.append(text)
+        return answers.pop(0)
+
+    monkeypatch.setattr(QtWidgets.QMessageBox, "warning", staticmethod(warning))
+    assert w.decide(Decision.APPROVED) is None
+    assert w.store.history("case_001") == [] and w.case_list.status_text("case_001") != "approved"
+    record = w.decide(Decision.APPROVED, "approved anyway")
+    assert len(asked) == 2 and "case_001" in asked[0]
+    assert (record.run_input_hash, record.input_hash) == (run_hash, cases.input_hash(case))
+    assert record.inputs_changed_since_run is True
+    assert "inputs changed since the run" in w.qa.history.item(0).text()
+    w.decide(Decision.REJECTED)  # only approving asks
+    assert len(asked) == 2
+    out = tmp_path / "qa.csv"
+    w.export_report(out)
+    (current,) = csv.DictReader(out.open(encoding="utf-8"))
+    assert (current["decision"], current["inputs_changed_since_run"]) == ("rejected", "yes")
+    history = cases.history_csv_path(out).open(encoding="utf-8")
+    approved, rejected = csv.DictReader(history)
+    assert (approved["run_input_hash"], approved["inputs_changed_since_run"]) == (run_hash, "yes")
+    assert rejected["inputs_changed_since_run"] == "yes"
 
 
 def _gated_run(monkeypatch, *, ignore_cancel: bool = False):
@@ -343,6 +388,27 @@ def test_run_cancel_raises_between_batches(fake_models, fake_workspace):
     assert {p.name for p in result.written} >= {"crown.stl", "image_1_mask.png", "run.json"}
     info = cases.read_run_info(case)
     assert info["crown_model"] == "sphere_crown" and info["providers"] == ["cpu"]
+    assert info["input_hash"] == cases.input_hash(case)
+
+
+def test_run_fails_when_an_input_changes_while_it_runs(fake_models, fake_workspace):
+    """The hash in run.json must be of the inputs the run read: an image edited mid-run fails the
+    run (naming the case) and nothing is written."""
+    from app.core.errors import InputError
+    from app.core.manifest import find_model
+    from app.core.runtime import RuntimeConfig, SessionPool
+
+    crown = find_model(None, "crown", fake_models)
+    pool = SessionPool(RuntimeConfig(preference=("cpu",)))
+    case = cases.discover_cases(fake_workspace)[0]
+
+    def touch_image(stage, frac):
+        if stage.startswith("crown"):
+            case.images[0].write_bytes(case.images[0].read_bytes() + b"\0")
+
+    with pytest.raises(InputError, match="changed during the run") as err:
+        cases.run_case(case, crown, None, pool, resolution=16, progress=touch_image)
+    assert str(case.folder) in str(err.value) and not case.output_dir.exists()
 
 
 def test_next_case_is_prefetched_while_reviewing(make_window, fake_workspace, qtbot):
@@ -715,3 +781,111 @@ def test_crown_check_warnings_show_on_the_case(make_window, fake_workspace, qtbo
     assert "3 crown check(s) to look at" in w.message_label.text()
     details = w.qa.details.toPlainText()
     assert details.count("Check the crown:") == 3 and "mesio-distal" in details
+
+
+def test_a_model_that_fails_to_load_is_reported_and_runs_fail_cleanly(
+    make_window, fake_workspace, fake_models, qtbot, tmp_path
+):
+    """A crown manifest whose ONNX file is garbage is skipped at load: the error list, About
+    and the models label name it, Run is off and says why, nothing is written. With no crown
+    manifest at all, the same."""
+    import shutil
+
+    models = shutil.copytree(fake_models, tmp_path / "models")
+    (models / "sphere_crown.onnx").write_bytes(b"\x00 not an onnx model")
+    for named in ("sphere_crown.onnx", None):
+        if named is None:
+            (models / "sphere_crown.json").unlink()
+        w = make_window(fake_workspace, models=models)
+        assert w.crown_model is None and w.model_errors
+        if named is not None:
+            assert any(named in e for e in w.model_errors) and named in w.about_text()
+        assert "crown" in w.models_label.toolTip()
+        assert not w.run_button.isEnabled() and not w.run_all_button.isEnabled()
+        w.run_current()
+        assert w.message_label.text().startswith("No crown model")
+        assert not w.cases["case_001"].output_dir.exists()
+        w.close()
+
+
+def test_a_case_view_that_fails_to_load_marks_the_case_and_the_next_one_shows(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    """An unexpected error while loading a case's view (not a bad file, which the view
+    reports itself): the case shows the error, and other cases still load and show."""
+    from app.ui import main_window
+
+    real = main_window.load_case_view
+
+    def failing(case, cancel=None):
+        if case.name == "case_002":
+            raise RuntimeError("view builder exploded")
+        return real(case, cancel)
+
+    monkeypatch.setattr(main_window, "load_case_view", failing)
+    w = make_window(fake_workspace)
+    w.select_case("case_002")
+    wait_for(qtbot, lambda: w._view_tag is None and w.current == "case_002")
+    assert w.case_list.status_text("case_002") == "error"
+    assert "view builder exploded" in w.case_list.tooltip("case_002")
+    assert "view builder exploded" in w.viewer2d.info.text()
+    with qtbot.waitSignal(w.view_shown, timeout=60000) as shown:
+        w.select_case("case_003")
+    assert shown.args == ["case_003"] and w.viewer3d.actor("scan") is not None
+    assert w.case_list.status_text("case_003") == "new"
+
+
+def test_cancel_during_run_all_pending_stops_the_batch(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    """Cancel while the first queued case runs: it stays as it was, the queue is dropped, the
+    other cases are never run, and the window is idle again."""
+    w = make_window(fake_workspace)
+    entered, release = _gated_run(monkeypatch)
+    finished = []
+    w.run_finished.connect(lambda c, o: finished.append((c, o)))
+    w.run_all_button.click()
+    qtbot.waitUntil(entered.is_set, timeout=30000)
+    assert w._batch["active"] and w.case_list.status_text("case_001") == "running"
+    w.cancel_button.click()
+    release.set()
+    w.runner.shutdown()
+    qtbot.wait(100)
+    assert finished == [("case_001", "cancelled")]
+    assert not w._batch["active"] and w._run_tag is None
+    for name in ("case_001", "case_002", "case_003"):
+        assert w.case_list.status_text(name) == "new"
+        assert not w.cases[name].output_dir.exists()
+    assert "batch" not in w.counts_label.text()
+    assert w.run_all_button.isEnabled() and not w.cancel_button.isEnabled()
+    # a single run afterwards runs that case only: the cancelled batch does not resume
+    assert run_and_wait(qtbot, w, "case_003") == "generated"
+    qtbot.wait(200)
+    assert finished[1:] == [("case_003", "generated")] and w._run_tag is None
+    assert w.case_list.status_text("case_002") == "new"
+
+
+def test_refresh_during_a_run_waits_and_the_run_completes(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    """Refresh while a case runs: the workspace is not re-read under the run (which would drop
+    it), the run finishes and is shown; a refresh after it picks up what changed."""
+    import shutil
+
+    w = make_window(fake_workspace)
+    entered, release = _gated_run(monkeypatch)
+    w.select_case("case_001")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    w.run_button.click()
+    qtbot.waitUntil(entered.is_set, timeout=30000)
+    shutil.copytree(fake_workspace / "case_003", fake_workspace / "case_004")
+    w.refresh_workspace()
+    assert "after the run" in w.message_label.text()
+    assert "case_004" not in w.case_list.names()
+    with qtbot.waitSignal(w.run_finished, timeout=120000) as blocker:
+        release.set()
+    assert blocker.args == ["case_001", "generated"]
+    assert w.case_list.status_text("case_001") == "generated"
+    assert w.viewer3d.actor("crown") is not None
+    w.refresh_workspace()
+    assert "case_004" in w.case_list.names() and w.current == "case_001"

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from seg_builders import interior, make_model, oracle_labels, patch_image, stone_image
+from seg_builders import (
+    framed_on_plate,
+    interior,
+    make_model,
+    oracle_labels,
+    patch_image,
+    stone_image,
+)
 
 from app.core.manifest import Roi, load_manifest
 from app.core.runtime import RuntimeConfig, SessionPool
@@ -161,40 +168,27 @@ def test_roi_defaults_of_a_manifest_without_roi_block(folder):
     assert dataclasses.replace(model.roi, enabled=True).enabled
 
 
-def _sample_images() -> list[tuple[str, np.ndarray]]:
-    """The sample workspace images (at most six); else one synthetic image.
-
-    All of them: on the sample scans the model's box covers most of the frame or the border is
-    not one background, so the ROI path (correctly) falls back to the full frame on most or all.
-    """
-    paths = sorted((REPO / "resources" / "samples").glob("*/image_*.jpg"))[:6]
-    if paths:
-        return [(str(p.relative_to(REPO)), load_image(p)) for p in paths]
-    return [("synthetic", stone_image(1400, 1600, (420, 300, 1180, 1050), seed=9))]
-
-
-def test_demo_model_roi_agrees_with_full_frame(pool):
-    if not DEMO_MANIFEST.is_file():
-        pytest.skip("demo model not built yet")
+def test_demo_model_roi_crops_and_agrees_with_full_frame(pool):
+    """The shipped model on each sample image framed on a plate of its own border pixels (the
+    unframed samples show plate and background at the border, so the path rightly falls back
+    there): the ROI path must crop (measured 56-61 % of the frame) around the whole model, and
+    its labels must agree with the full frame's. They are not identical, since the crop gives
+    the network less context: measured 98.9-99.7 % agreement, so the floor is 98.5 %. Never
+    cropping fails here, and so does pasting the crop's labels 4 px off (98.3-99.3 % measured;
+    the exact paste geometry is pinned with the analytic model above)."""
     model = load_manifest(DEMO_MANIFEST)
-    for name, image in _sample_images():
+    paths = sorted((REPO / "resources" / "samples").glob("*/image_*.jpg"))
+    found = [p.relative_to(REPO).as_posix() for p in paths]
+    assert len(paths) == 6, f"sample images missing from the checkout, found only {found}"
+    for path in paths:
+        image, (ix0, iy0, ix1, iy1) = framed_on_plate(load_image(path))
         full = segment_image(image, model, pool, roi=False)
         crop = segment_image(image, model, pool, roi=True)
-        same = full.labels == crop.labels
-        agree = float(same.mean())
-        note = crop.report.info["roi_note"]
-        detail = note
-        if crop.roi_box is not None:
-            x0, y0, x1, y1 = crop.roi_box
-            outside = np.ones(same.shape, bool)
-            outside[y0:y1, x0:x1] = False
-            detail += (
-                f"; inside the crop they agree on {same[~outside].mean():.4%}; the full-frame "
-                f"pass labels {int((full.labels[outside] > 0).sum())} px outside the crop "
-                "as non-background"
-            )
-        assert agree >= 0.995, f"{name}: ROI and full frame agree on {agree:.4%} ({detail})"
-        if crop.roi_box is not None:
-            assert crop.report.info["roi_fraction"] < 1.0
-        else:
-            assert note.endswith("; full frame segmented") and ":" in note, f"{name}: {note}"
+        name, note = path.relative_to(REPO), crop.report.info["roi_note"]
+        assert crop.roi_box is not None, f"{name}: no crop ({note})"
+        x0, y0, x1, y1 = crop.roi_box
+        assert x0 <= ix0 and y0 <= iy0 and x1 >= ix1 and y1 >= iy1, f"{name}: {crop.roi_box}"
+        assert crop.report.info["roi_fraction"] < 0.7, f"{name}: {note}"
+        assert not crop.labels[:y0].any() and not crop.labels[y1:].any()
+        agree = float((full.labels == crop.labels).mean())
+        assert agree >= 0.985, f"{name}: ROI and full frame agree on {agree:.4%} ({note})"

@@ -149,9 +149,10 @@ def discover_cases(workspace: str | Path) -> list[Case]:
 
 
 def input_hash(case: Case) -> str:
-    """sha256 over the case's input files (name, size and bytes, in order).
+    """sha256 over the case's input files (name and bytes of each, in order).
 
-    Stored with every decision so a record can be matched to exactly the inputs it judged.
+    Written into ``run.json`` by every run and stored with every decision, so a result and a
+    record can be matched to exactly the inputs they were made from.
     """
     h = hashlib.sha256()
     for path in case.inputs:
@@ -171,7 +172,11 @@ def input_hash(case: Case) -> str:
 
 @dataclass(frozen=True)
 class QaRecord:
-    """One QA decision as stored: who decided what, on which inputs, with which models."""
+    """One QA decision as stored: who decided what, on which inputs, with which models.
+
+    ``input_hash`` is the inputs' hash when the decision was made, ``run_input_hash`` the one
+    the judged run recorded (empty when unknown: a run from before runs recorded it).
+    """
 
     case: str
     decision: Decision
@@ -184,9 +189,17 @@ class QaRecord:
     seg_version: str = ""
     provider: str = ""
     input_hash: str = ""
+    run_input_hash: str = ""
     id: int | None = None
     superseded: str = ""
     """When a later run replaced the outputs this decision judged (empty: still current)."""
+
+    @property
+    def inputs_changed_since_run(self) -> bool | None:
+        """True when the inputs differ from those the judged run was made from (None: unknown)."""
+        if not self.run_input_hash or not self.input_hash:
+            return None
+        return self.run_input_hash != self.input_hash
 
 
 @dataclass(frozen=True)
@@ -211,6 +224,8 @@ CSV_COLUMNS = [
     "seg_version",
     "provider",
     "input_hash",
+    "run_input_hash",
+    "inputs_changed_since_run",
 ]
 HISTORY_COLUMNS = [*CSV_COLUMNS, "superseded"]
 
@@ -253,7 +268,12 @@ _FRAME_COLUMNS = ("ox", "oy", "oz", "mx", "my", "mz")
 # Columns added after a table first shipped, per table: older databases gain them on opening.
 _ADDED_COLUMNS = {
     "centres": {**{c: "REAL" for c in _FRAME_COLUMNS}, "source": "TEXT"},
-    "decisions": {"superseded": "TEXT NOT NULL DEFAULT ''"},
+    # run_input_hash: the hash the judged run was made from, beside ``input_hash`` (the hash at
+    # decision time); superseded: when a re-run voided the decision
+    "decisions": {
+        "run_input_hash": "TEXT NOT NULL DEFAULT ''",
+        "superseded": "TEXT NOT NULL DEFAULT ''",
+    },
 }
 BUSY_TIMEOUT_S = 5.0
 """How long SQLite itself waits for another process's lock before one retry."""
@@ -440,8 +460,8 @@ class QaStore:
         )
         row_id = self._write(
             "INSERT INTO decisions (case_name, decision, note, time, user, crown_model,"
-            " crown_version, seg_model, seg_version, provider, input_hash)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " crown_version, seg_model, seg_version, provider, input_hash, run_input_hash)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 rec.case,
                 rec.decision.value,
@@ -454,6 +474,7 @@ class QaStore:
                 rec.seg_version,
                 rec.provider,
                 rec.input_hash,
+                rec.run_input_hash,
             ),
         )
         return dataclasses.replace(rec, id=row_id)
@@ -540,12 +561,13 @@ class QaStore:
             seg_version=row[9],
             provider=row[10],
             input_hash=row[11],
-            superseded=row[12],
+            run_input_hash=row[12],
+            superseded=row[13],
         )
 
     _COLS = (
         "id, case_name, decision, note, time, user, crown_model, crown_version, seg_model,"
-        " seg_version, provider, input_hash, superseded"
+        " seg_version, provider, input_hash, run_input_hash, superseded"
     )
 
     def history(self, case: str | None = None) -> list[QaRecord]:
@@ -605,7 +627,12 @@ def _csv_bytes(columns: list[str], records: Iterable[QaRecord]) -> bytes:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     for r in records:
-        row = {**dataclasses.asdict(r), "decision": r.decision.value}
+        changed = {None: "unknown", True: "yes", False: "no"}[r.inputs_changed_since_run]
+        row = {
+            **dataclasses.asdict(r),
+            "decision": r.decision.value,
+            "inputs_changed_since_run": changed,
+        }
         writer.writerow([row[c] for c in columns])
     return buf.getvalue().encode("utf-8")
 
@@ -691,7 +718,8 @@ def run_case(
     """Generate the crown and segment every image of ``case``, then write all outputs.
 
     Everything is computed in memory first and written only once the whole case succeeded, so
-    a cancelled or failed run leaves the case folder exactly as it was. Raises
+    a cancelled or failed run leaves the case folder exactly as it was. ``run.json`` records
+    the hash of the inputs read; an input changed during the run fails it. Raises
     :class:`~app.core.errors.Cancelled`, :class:`InputError` naming a broken file, or
     :class:`PipelineError`. ``smoothing`` (a ``manifest.Smoothing``) overrides the model's;
     ``case_frame`` places and turns the model's frame on the preparation (else the manifest's);
@@ -717,6 +745,7 @@ def run_case(
         return fn
 
     cancel.check()
+    inputs_sha256 = input_hash(case)
     with report.stage("load scan"):
         scan = load_mesh(case.scan)
     cancel.check()
@@ -756,6 +785,8 @@ def run_case(
             for k, v in seg.report.timings_ms.items():
                 report.timings_ms[f"segment {k}"] = report.timings_ms.get(f"segment {k}", 0) + v
     cancel.check()
+    if input_hash(case) != inputs_sha256:
+        raise InputError(case.folder, "the input files changed during the run; run it again")
     if progress is not None:
         progress("writing outputs", 1.0)
     report.providers = providers
@@ -767,6 +798,7 @@ def run_case(
         "crown_version": crown_model.version,
         "seg_model": seg_model.id if seg_model is not None else "",
         "seg_version": seg_model.version if seg_model is not None else "",
+        "input_hash": inputs_sha256,
         "providers": providers,
         "frame": None if case_frame is None else case_frame.to_dict(),
         "timings_ms": {k: round(v, 2) for k, v in report.timings_ms.items()},

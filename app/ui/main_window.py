@@ -44,6 +44,10 @@ FRAME_SOURCES = {
     "default": "model default",
 }
 """How the Details pane names where a case frame came from."""
+STALE_RESULT = (
+    "The input files changed after this result was generated: it was made from other inputs."
+    " Run the case again before approving it."
+)
 
 
 @dataclass(frozen=True)
@@ -930,6 +934,9 @@ class MainWindow(QtWidgets.QMainWindow):
                     f"The input files changed after the last decision ({latest.decision.value},"
                     f" {latest.time[:19].replace('T', ' ')}): that decision judged other inputs.",
                 )
+            run_hash = (info or {}).get("input_hash")
+            if run_hash and run_hash != shown.input_hash:
+                notes.insert(0, STALE_RESULT)
         self.qa.show_details(rows, self._error_of(name), notes)
 
     # ============================================================ runs
@@ -1224,6 +1231,20 @@ class MainWindow(QtWidgets.QMainWindow):
             or {}
         )
         try:
+            now_hash = cases.input_hash(case)
+        except CrownscanError as exc:
+            self.message(f"{name}: {exc}")
+            return None
+        run_hash = str(info.get("input_hash") or "")
+        if (
+            decision is Decision.APPROVED
+            and run_hash
+            and run_hash != now_hash
+            and not self.confirm_stale_approval(name)
+        ):
+            self.message(f"{name}: not approved (its inputs changed since the run)")
+            return None
+        try:
             record = self.store.record_decision(
                 QaRecord(
                     case=name,
@@ -1244,7 +1265,8 @@ class MainWindow(QtWidgets.QMainWindow):
                         or (self.seg_model.version if self.seg_model else "")
                     ),
                     provider=",".join(info.get("providers") or self.providers),
-                    input_hash=cases.input_hash(case),
+                    input_hash=now_hash,
+                    run_input_hash=run_hash,
                 )
             )
         except CrownscanError as exc:
@@ -1257,6 +1279,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self._drafts.pop(name, None)
         self.message(f"{name}: {decision.value} — saved")
         return record
+
+    def confirm_stale_approval(self, name: str) -> bool:
+        """Ask before approving a result made from inputs that have changed since its run."""
+        answer = QtWidgets.QMessageBox.warning(
+            self,
+            "Inputs changed since the run",
+            f"{name}: {STALE_RESULT}\n\nApprove this result anyway?",
+            QtWidgets.QMessageBox.StandardButton.Yes | QtWidgets.QMessageBox.StandardButton.No,
+            QtWidgets.QMessageBox.StandardButton.No,
+        )
+        return answer == QtWidgets.QMessageBox.StandardButton.Yes
 
     def _neighbour(self, step: int, pending_only: bool) -> str | None:
         if not self.order:

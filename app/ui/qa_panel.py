@@ -124,13 +124,16 @@ class QaPanel(QtWidgets.QWidget):
             text = f"{when}  {r.decision.value}  by {r.user}"
             if r.superseded:
                 text += "  (superseded by a re-run)"
+            if r.inputs_changed_since_run:
+                text += " (inputs changed since the run)"
             if r.note:
                 text += f" — {r.note}"
             item = QtWidgets.QListWidgetItem(text)
             item.setToolTip(
                 f"{r.decision.value} by {r.user} at {r.time}\nmodel {r.crown_model} v"
                 f"{r.crown_version}, {r.seg_model} v{r.seg_version}\nprovider {r.provider}\n"
-                f"inputs sha256 {r.input_hash}\n{r.note}"
+                f"inputs sha256 {r.input_hash}\nrun made from {r.run_input_hash or 'unknown'}\n"
+                f"{r.note}"
             )
             self.history.addItem(item)
 
