@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.errors import ModelError
+from app.core.fileio import file_sha256
 from app.core.manifest import SegmentationModel
 from app.core.paths import cache_folder, sample_workspace_dir
 
@@ -38,14 +39,6 @@ ranges hardly depend on the scale, and calibration keeps every activation of an 
 def sample_images() -> list[Path]:
     """The sample workspace's images (``resources/samples/*/image_*.jpg``), sorted."""
     return sorted(sample_workspace_dir().glob("*/image_*.jpg"))
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def calibration_tensors(
@@ -109,8 +102,9 @@ def int8_path(
 ) -> Path:
     """The cached int8 copy of ``model``'s ONNX file, built first if missing.
 
-    Within a process the answer is remembered per model file state (path, size, mtime), so
-    later images skip hashing it again.
+    The cache key covers the file's bytes, how the manifest feeds it and the calibration
+    images, so a changed manifest or image set builds a new copy. Within a process the answer
+    is remembered per model file state (path, size, mtime), so later images skip hashing it.
     """
     images = list(sample_images() if images is None else images)
     if not images:
@@ -120,10 +114,11 @@ def int8_path(
     if memo in _BUILT and _BUILT[memo].is_file():
         return _BUILT[memo]
     key = hashlib.sha256()
-    key.update(f"v{RECIPE_VERSION} long_side={long_side} input={model.input}".encode())
-    key.update(file_digest(model.onnx).encode())
+    feed = (model.input, model.input_size, model.resize, model.mean, model.std, model.to_rgb)
+    key.update(f"v{RECIPE_VERSION} {long_side} {feed} {model.size_divisor}".encode())
+    key.update(file_sha256(model.onnx).encode())
     for path in images:
-        key.update(f"{path.name}:{file_digest(path)}".encode())
+        key.update(f"{path.name}:{file_sha256(path)}".encode())
     target = cache_folder("segment-int8") / f"{model.onnx.stem}-{key.hexdigest()[:16]}.onnx"
     if target.is_file():
         _BUILT[memo] = target
