@@ -148,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="label mask PNG (palette)")
     p.add_argument("--overlay", type=Path, default=None, help="colour overlay PNG to write")
     p.add_argument("--model", default=None, help="segmentation manifest path or model id")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default=None,
+        help="int8 runs a copy calibrated on the sample images (default: the manifest's)",
+    )
+    p.add_argument(
+        "--long-side",
+        type=int,
+        default=None,
+        help="run the model with the frame's long side at N pixels (0: full size; "
+        "default: the manifest's)",
+    )
     p.add_argument("--roi", choices=("auto", "on", "off"), default="auto", help="crop path")
     _common(p)
     _runtime(p)
@@ -161,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=8, help="largest dynamic batch (0 = none)")
     p.add_argument("--trt-cache", default="", help="TensorRT engine cache folder on the server")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p = sub.add_parser("bench", help="time the crown or segmentation paths on this machine")
+    p.add_argument("pipeline", choices=("crown", "segment"), help="which pipeline to time")
+    p.add_argument("--resolution", type=int, default=256, help="crown generation resolution")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = automatic)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
@@ -303,6 +321,16 @@ def _print_lint(info: dict[str, Any]) -> None:
         print(f"warning: model: {warning}", file=sys.stderr)
 
 
+def _speed(args: argparse.Namespace, model: Any) -> Any:
+    """The manifest's speed options with ``--precision`` / ``--long-side`` applied."""
+    from app.core.manifest import Speed
+
+    if args.long_side is not None and args.long_side != 0 and args.long_side < 32:
+        raise InputError(None, f"--long-side must be 0 or at least 32, got {args.long_side}")
+    long_side = model.speed.long_side if args.long_side is None else (args.long_side or None)
+    return Speed(args.precision or model.speed.precision, long_side)
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     pool = _pool(args)
     from app.core.manifest import find_model
@@ -310,8 +338,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     model = find_model(args.model, "segmentation", _models_dir(args))
     roi = {"auto": None, "on": True, "off": False}[args.roi]
+    speed = _speed(args, model)
     result = run_segment(
-        args.image, model, pool, mask_path=args.output, overlay_path=args.overlay, roi=roi
+        args.image,
+        model,
+        pool,
+        mask_path=args.output,
+        overlay_path=args.overlay,
+        roi=roi,
+        speed=speed,
     )
     out: dict[str, Any] = {
         "input": str(args.image),
@@ -371,12 +406,36 @@ def _reader_gone() -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.pipeline == "crown":
+        from app.core.crown.bench import crown_bench, table
+
+        if args.resolution < 9:
+            raise InputError(None, f"--resolution must be at least 9, got {args.resolution}")
+        figures = crown_bench(args.resolution, args.threads)
+    else:
+        try:
+            from app.core.segment import bench as segment
+        except ImportError as exc:
+            raise CrownscanError(
+                None, f"the segmentation bench is not part of this build ({exc})"
+            ) from exc
+        figures = segment.segment_bench(threads=args.threads)
+        table = getattr(segment, "table", lambda f: json.dumps(f, indent=2))
+    if args.json:
+        print(json.dumps({args.pipeline: figures}, indent=2))
+    else:
+        print(table(figures))
+    return 0
+
+
 COMMANDS = {
     "models": cmd_models,
     "import": cmd_import,
     "crown": cmd_crown,
     "segment": cmd_segment,
     "serve-repo": cmd_serve_repo,
+    "bench": cmd_bench,
 }
 
 

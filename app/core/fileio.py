@@ -11,6 +11,7 @@ removes those of dead processes the next time the folder is written to.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import socket
@@ -238,3 +239,12 @@ def _restore(path: Path, backup: Path | None, existed: bool) -> None:
             path.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MB blocks (keys cached derivatives of a model)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

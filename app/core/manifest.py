@@ -210,6 +210,20 @@ class SegInference:
 
 
 @dataclass(frozen=True)
+class Speed:
+    """Faster ways to run a segmentation model that change its labels slightly, so never on
+    unless asked (``crownscan bench segment`` measures what each one costs in agreement).
+
+    ``precision`` ``int8`` runs a static int8 copy calibrated on the sample images
+    (``app.core.segment.quantize``); ``long_side`` runs the model on the frame scaled so its
+    longer side has that many pixels and resizes the scores back (``app.core.segment.scale``).
+    """
+
+    precision: Literal["fp32", "int8"] = "fp32"
+    long_side: int | None = None
+
+
+@dataclass(frozen=True)
 class SegmentationModel:
     """A validated segmentation manifest."""
 
@@ -232,6 +246,7 @@ class SegmentationModel:
     inference: SegInference = SegInference()
     server: ServerModel | None = None
     default: bool = False
+    speed: Speed = Speed()
     kind: Literal["segmentation"] = "segmentation"
 
     @property
@@ -589,6 +604,23 @@ def _segmentation(r: _Reader, name: str, version: str) -> SegmentationModel:
         )
         roi_r.done()
 
+    speed_r = r.child("speed", {})
+    speed = Speed(
+        precision=speed_r.choice("precision", ("fp32", "int8"), "fp32"),
+        long_side=speed_r.get(
+            "long_side",
+            lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 32),
+            "null or a number of pixels (at least 32)",
+            None,
+        ),
+    )
+    if speed.long_side is not None and (size is not None or resize == "keep_ratio"):
+        speed_r.fail(
+            speed_r.key("long_side"),
+            "needs a model with input_size null and no keep_ratio resize (that sets its own scale)",
+        )
+    speed_r.done()
+
     def vec3(key: str) -> tuple[float, float, float]:
         return tuple(float(x) for x in r.get(key, _is_vec3, "a list of three numbers"))
 
@@ -615,6 +647,7 @@ def _segmentation(r: _Reader, name: str, version: str) -> SegmentationModel:
         inference=_seg_inference(r, output_kind),
         server=_server(r),
         default=r.boolean("default", False),
+        speed=speed,
     )
     r.done()
     return spec

@@ -3,6 +3,7 @@
 Stages (timed in ``report.timings_ms``): ``load``, ``roi``, ``preprocess``, ``infer``,
 ``decode``, ``write``; cancellation is checked between them. ``report.info`` carries
 ``image_size`` ([height, width]), ``input_size`` (the tensor fed, [height, width]),
+``precision`` and ``inference_scale`` (the speed options that ran, see :class:`Speed`),
 ``class_pixels`` / ``class_fraction`` (per class name), ``roi_box`` (x0, y0, x1, y1 in source
 pixels, x1/y1 exclusive; null for the full frame), ``roi_fraction`` (crop area / frame area)
 and ``roi_note`` (how the crop was chosen, or why the full frame was used) and ``model_lint``
@@ -20,7 +21,7 @@ import numpy as np
 
 from app.core.errors import InputError, ModelError, PipelineError
 from app.core.fileio import check_not_input, check_output_path, commit_set
-from app.core.manifest import SegmentationModel
+from app.core.manifest import SegmentationModel, Speed
 from app.core.model_lint import lint_model
 from app.core.report import CancelToken, ProgressFn, RunReport
 from app.core.runtime import ModelSession, SessionPool
@@ -29,7 +30,9 @@ from app.core.segment.imageio import label_png_writer, load_image
 from app.core.segment.overlay import overlay
 from app.core.segment.passes import flip_average, slide_scores
 from app.core.segment.preprocess import Prepared, preprocess
+from app.core.segment.quantize import int8_model
 from app.core.segment.roi import Box, plan_roi
+from app.core.segment.scale import preprocess_scaled, scale_factor
 
 
 @dataclass
@@ -113,9 +116,11 @@ def _flip_labels(
     crop: np.ndarray,
     session: ModelSession,
     model: SegmentationModel,
+    factor: float,
 ) -> np.ndarray:
-    """Labels from the scores of ``crop`` and of its mirror image, probabilities averaged."""
-    mirrored = preprocess(np.ascontiguousarray(crop[:, ::-1]), model)
+    """Labels from the scores of ``crop`` and of its mirror image (at the same inference
+    scale ``factor``), probabilities averaged."""
+    mirrored = preprocess_scaled(np.ascontiguousarray(crop[:, ::-1]), model, factor)
     raw_m = _run_model(session, model, mirrored.tensor)
     planes = flip_average(
         source_scores(raw, prepared, model),
@@ -139,12 +144,24 @@ def _segment(
     pool: SessionPool,
     report: RunReport,
     roi: bool | None,
+    speed: Speed | None,
     cancel: CancelToken,
     progress: Callable[[str, float], None],
 ) -> SegmentResult:
     image_rgb = np.asarray(image_rgb)
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
         raise ValueError(f"image must be uint8 (H, W, 3) RGB, got {image_rgb.shape}")
+    speed = model.speed if speed is None else speed
+    if speed.long_side is not None and (
+        model.input_size is not None or model.resize == "keep_ratio"
+    ):
+        raise ModelError(
+            model.manifest_path,
+            "long_side needs a model with input_size null and no keep_ratio resize "
+            "(that sets its own scale)",
+        )
+    if speed.precision == "int8":
+        model = int8_model(model)
     pool.bind(model)
     session = pool.get(model.onnx)
     report.providers = list(session.providers)
@@ -152,6 +169,7 @@ def _segment(
     report.info["model_lint"] = lint_model(model)
     h, w = image_rgb.shape[:2]
     use_roi = model.roi.enabled if roi is None else bool(roi)
+    factor = scale_factor((h, w), speed.long_side)
 
     def segment_small(small: np.ndarray) -> np.ndarray:
         prepared = preprocess(small, model)
@@ -169,7 +187,7 @@ def _segment(
     x0, y0, x1, y1 = box if box is not None else (0, 0, w, h)
     crop = image_rgb[y0:y1, x0:x1]
     with report.stage("preprocess"):
-        prepared = preprocess(crop, model)
+        prepared = preprocess_scaled(crop, model, factor)
     cancel.check()
     progress("preprocess", 0.25)
     with report.stage("infer"):
@@ -178,7 +196,7 @@ def _segment(
     progress("infer", 0.85)
     with report.stage("decode"):
         if model.inference.flip:
-            crop_labels = _flip_labels(raw, prepared, crop, session, model)
+            crop_labels = _flip_labels(raw, prepared, crop, session, model, factor)
         else:
             crop_labels = decode(raw, prepared, model)
         if box is None:
@@ -196,6 +214,8 @@ def _segment(
         {
             "image_size": [h, w],
             "input_size": list(prepared.input_size),
+            "precision": speed.precision,
+            "inference_scale": round(factor, 6),
             "class_pixels": class_pixels,
             "class_fraction": {n: round(c / total, 6) for n, c in class_pixels.items()},
             "roi_box": None if box is None else list(box),
@@ -212,6 +232,7 @@ def segment_image(
     pool: SessionPool,
     *,
     roi: bool | None = None,
+    speed: Speed | None = None,
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
 ) -> SegmentResult:
@@ -219,6 +240,7 @@ def segment_image(
 
     ``roi``: None follows the manifest's ``roi.enabled``; True/False overrides it. With the ROI
     path, only the crop around the stone model is segmented and pasted into a background mask.
+    ``speed``: None follows the manifest's ``speed``; a :class:`Speed` overrides it.
     """
     return _segment(
         image_rgb,
@@ -226,6 +248,7 @@ def segment_image(
         pool,
         RunReport(),
         roi,
+        speed,
         cancel or CancelToken(),
         _sub_progress(progress, 0.0, 1.0),
     )
@@ -258,6 +281,7 @@ def run_segment(
     mask_path: str | Path | None = None,
     overlay_path: str | Path | None = None,
     roi: bool | None = None,
+    speed: Speed | None = None,
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
 ) -> SegmentResult:
@@ -287,7 +311,7 @@ def run_segment(
     outer("load", 0.05)
     try:
         result = _segment(
-            image, model, pool, report, roi, cancel, _sub_progress(progress, 0.05, 0.9)
+            image, model, pool, report, roi, speed, cancel, _sub_progress(progress, 0.05, 0.9)
         )
     except PipelineError as exc:  # a failure on a server names the image as well
         if exc.path is not None:
