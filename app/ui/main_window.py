@@ -1020,6 +1020,10 @@ class MainWindow(QtWidgets.QMainWindow):
                 providers += [x for x in p if x not in providers]
                 notes += [x for x in n if x not in notes]
             self._set_providers(providers, notes)
+            dropped = [x for x in notes if ": could not be initialised" in x]
+            if dropped and providers and providers[0] != self.pool.config.preference[0]:
+                self.message(f"Running on {provider_label(providers)}: {dropped[0]}")
+                logging.getLogger("crownscan").warning("provider notes: %s", "; ".join(notes))
             self.models_ready.emit()
         elif tag.kind in LOCATE_KINDS:
             self._on_located(tag, result)
