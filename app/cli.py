@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Crown generation and model-scan segmentation, headless.",
         epilog="With no verb, crownscan opens the window: crownscan [--workspace DIR] "
         "[--case NAME] [--run] [--screenshot PNG] [--quit] [--models DIR] [--resolution N] "
-        "[--settings INI] [--size WxH] (crownscan --workspace . --help lists them).",
+        "[--settings INI] [--size WxH] (crownscan --workspace . --help lists them). "
+        "crownscan --selftest [--out DIR] checks an installation end to end.",
     )
     parser.add_argument("--version", action="version", version=f"crownscan {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True)

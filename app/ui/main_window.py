@@ -1251,6 +1251,8 @@ class MainWindow(QtWidgets.QMainWindow):
         import onnxruntime
 
         from app import __version__
+        from app.core.logfile import current_log_file
+        from app.core.paths import user_cache_dir
         from app.core.runtime import available_providers
 
         lines = [
@@ -1268,6 +1270,8 @@ class MainWindow(QtWidgets.QMainWindow):
         lines.append(f"Models folder: {self.settings.models_path()}")
         lines.append(f"Workspace: {self.workspace or '—'}")
         lines.append(f"Settings: {self._qsettings.fileName()}")
+        lines.append(f"Log: {current_log_file() or 'not written'}")
+        lines.append(f"Cache: {user_cache_dir()}")
         return "\n".join(lines)
 
     def show_about(self) -> None:
