@@ -7,9 +7,10 @@ median of the others as warm. A window counts as shown when the X server has map
 titled "Crownscan..." (polled with ``xwininfo``), so the bundle is timed the same way as the
 source without any probe inside the app. Each started app is then ended.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/bench_startup.py [--repeats 6]
+    xvfb-run -a -s "-screen 0 1600x1000x24 -noreset" python benchmarks/bench_startup.py [--repeats 6]
 
-Needs an X display and ``xwininfo`` (x11-utils).
+Needs an X display (``-noreset``: Xvfb otherwise resets between two starts and refuses the
+next one for a moment) and ``xwininfo`` (x11-utils).
 """
 
 from __future__ import annotations
@@ -51,14 +52,17 @@ def _mapped(title: str) -> bool:
 def time_to_window(cmd: list[str], env: dict, timeout_s: float = 120.0) -> float:
     """Seconds from spawning ``cmd`` until a window whose title starts with Crownscan is
     mapped; the process is ended afterwards."""
+    err = tempfile.TemporaryFile()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
         while time.perf_counter() - t0 < timeout_s:
             if _mapped("Crownscan"):
                 return time.perf_counter() - t0
             if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode} before a window")
+                err.seek(0)
+                tail = err.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}: {tail}")
             time.sleep(0.02)
         raise RuntimeError(f"{cmd[0]}: no window within {timeout_s:.0f} s")
     finally:
@@ -68,6 +72,7 @@ def time_to_window(cmd: list[str], env: dict, timeout_s: float = 120.0) -> float
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        err.close()
 
 
 def main() -> int:

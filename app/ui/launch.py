@@ -157,6 +157,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
 
     from app.core.errors import CrownscanError
     from app.core.logfile import setup_logging
+    from app.core.paths import legacy_user_data_dir
 
     from .main_window import MainWindow
     from .settings import (
@@ -195,6 +196,8 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
         workspace = args.workspace
         if workspace is None:
             last = Path(settings.last_workspace) if settings.last_workspace else None
+            if last == legacy_user_data_dir() / "sample-workspace":
+                last = None  # moved to the new data folder by sample_workspace_copy()
             workspace = last if last is not None and last.is_dir() else sample_workspace_copy()
         try:
             window.open_workspace(workspace)
