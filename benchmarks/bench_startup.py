@@ -7,7 +7,9 @@ median of the others as warm. A window counts as shown when the X server has map
 titled "Crownscan..." (polled with ``xwininfo``), so the bundle is timed the same way as the
 source without any probe inside the app. Each started app is then ended.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24 -noreset" python benchmarks/bench_startup.py [--repeats 6]
+    xvfb-run -a -s "-screen 0 1600x1000x24 -noreset" python benchmarks/bench_startup.py
+
+``--repeats N`` sets the starts per row (default 6, the first is the cold one).
 
 Needs an X display (``-noreset``: Xvfb otherwise resets between two starts and refuses the
 next one for a moment) and ``xwininfo`` (x11-utils).
