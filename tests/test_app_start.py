@@ -19,6 +19,15 @@ pytestmark = pytest.mark.gui
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _drop_log_handler():
+    """Starting the app points the root logger at a test's log file: undo that afterwards."""
+    yield
+    from app.core.logfile import stop_logging
+
+    stop_logging()
+
+
 def _loads(name: str) -> bool:
     try:
         ctypes.CDLL(name)
@@ -92,3 +101,28 @@ def test_bug_in_a_slot_is_logged_shown_and_the_window_goes_on(
     for name in ("last_type", "last_value", "last_traceback", "last_exc"):
         if hasattr(sys, name):  # set by PyErr_Print: the frames would keep the window alive
             setattr(sys, name, None)
+
+
+def test_start_after_upgrade_opens_the_moved_sample_workspace(qapp, monkeypatch, tmp_path):
+    """Settings of an older release still point at the doubled Crownscan/Crownscan folder: the
+    app must move that workspace (with what the technician did there) and open the new one."""
+    from app.core import paths
+    from app.ui.launch import main
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    old = paths.legacy_user_data_dir() / "sample-workspace"
+    old.mkdir(parents=True)
+    (old / "technician-notes.txt").write_text("kept")
+    ini = tmp_path / "settings.ini"
+    store = QtCore.QSettings(str(ini), QtCore.QSettings.Format.IniFormat)
+    store.setValue("last_workspace", str(old))
+    store.setValue("providers", ["cpu"])
+    store.sync()
+    del store
+    assert main(["--settings", str(ini), "--quit"]) == 0
+    new = paths.user_data_dir() / "sample-workspace"
+    assert (new / "technician-notes.txt").read_text() == "kept"
+    assert not old.exists()
+    reread = QtCore.QSettings(str(ini), QtCore.QSettings.Format.IniFormat)
+    assert reread.value("last_workspace") == str(new.resolve())

@@ -60,9 +60,8 @@ def test_log_file_rotates_and_a_second_setup_replaces_the_handler(tmp_path: Path
         assert path.stat().st_size <= logfile.MAX_BYTES
         assert (tmp_path / "b" / "crownscan.log.1").is_file()
     finally:
-        for h in [h for h in root.handlers if isinstance(h, logfile._CrownscanFileHandler)]:
-            root.removeHandler(h)
-            h.close()
+        logfile.stop_logging()
+    assert not [h for h in root.handlers if isinstance(h, logfile._CrownscanFileHandler)]
 
 
 def test_unwritable_log_folder_is_reported_not_raised(tmp_path: Path) -> None:

@@ -28,9 +28,7 @@ def setup_logging(folder: Path | None = None, level: int = logging.INFO) -> Path
     be written (the app then logs to stderr only)."""
     path = (folder if folder is not None else user_log_dir()) / LOG_NAME
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _CrownscanFileHandler)]:
-        root.removeHandler(old)
-        old.close()
+    stop_logging()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = _CrownscanFileHandler(
@@ -46,6 +44,14 @@ def setup_logging(folder: Path | None = None, level: int = logging.INFO) -> Path
         root.setLevel(level)
     logging.captureWarnings(True)
     return path
+
+
+def stop_logging() -> None:
+    """Close and remove the handler :func:`setup_logging` installed, if any."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _CrownscanFileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def current_log_file() -> Path | None:
