@@ -39,8 +39,9 @@ def _import_common(p: argparse.ArgumentParser) -> None:
 def _runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--providers",
-        default=",".join(DEFAULT_PREFERENCE),
-        help="provider preference, best first (tensorrt,cuda,cpu)",
+        default=None,
+        help="provider preference, best first (default tensorrt,cuda,cpu); a GPU provider "
+        "asked for here that cannot start is a warning naming the missing library",
     )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = automatic)")
     p.add_argument(
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Crown generation and model-scan segmentation, headless.",
         epilog="With no verb, crownscan opens the window: crownscan [--workspace DIR] "
         "[--case NAME] [--run] [--screenshot PNG] [--quit] [--models DIR] [--resolution N] "
-        "[--settings INI] [--size WxH] (crownscan --workspace . --help lists them).",
+        "[--settings INI] [--size WxH] (crownscan --workspace . --help lists them). "
+        "crownscan --selftest [--out DIR] checks an installation end to end.",
     )
     parser.add_argument("--version", action="version", version=f"crownscan {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -184,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pool(args: argparse.Namespace) -> SessionPool:
-    prefs = tuple(s.strip().lower() for s in args.providers.split(",") if s.strip())
+    given = args.providers if args.providers is not None else ",".join(DEFAULT_PREFERENCE)
+    prefs = tuple(s.strip().lower() for s in given.split(",") if s.strip())
     bad = [s for s in prefs if s not in PROVIDER_NAMES]
     if bad or not prefs:
         raise InputError(
@@ -269,7 +272,7 @@ def _vec(values: list[float] | None) -> tuple[float, float, float] | None:
 
 
 def cmd_crown(args: argparse.Namespace) -> int:
-    pool = _pool(args)
+    pool = args.pool = _pool(args)
     from app.core.crown.frame import CaseFrame, FrameRequest
     from app.core.crown.pipeline import run_crown
     from app.core.manifest import find_model
@@ -332,7 +335,7 @@ def _speed(args: argparse.Namespace, model: Any) -> Any:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    pool = _pool(args)
+    pool = args.pool = _pool(args)
     from app.core.manifest import find_model
     from app.core.segment.pipeline import run_segment
 
@@ -389,6 +392,15 @@ def cmd_serve_repo(args: argparse.Namespace) -> int:
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], line: str) -> None:
+    """Print the report; say which provider ran and, when a GPU provider asked for with
+    ``--providers`` did not start, why (never a silent CPU run)."""
+    notes = list(dict.fromkeys(n for s in args.pool.loaded() for n in s.notes))
+    payload["provider_notes"] = notes
+    if args.providers is not None:
+        for note in notes:
+            if ": could not be initialised" in note:
+                print(f"warning: {note}", file=sys.stderr)
+    line += f" on {', '.join(payload.get('providers') or ['?'])}"
     if args.json:
         print(json.dumps(payload, indent=2))
     else:
@@ -442,6 +454,10 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a CLI verb, or open the window when no verb is given (``crownscan [--workspace D]``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--selftest":
+        from app.selftest import main as selftest_main
+
+        return selftest_main(argv[1:])
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help", "--version"):
         from app.ui.launch import main as gui_main
 

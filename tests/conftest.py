@@ -19,10 +19,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_user_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Keep what runs write to the user cache (split crown models) out of the real one."""
+    """Keep what runs write to the user cache (split crown models), the log and the user data
+    out of the real ones."""
     cache = tmp_path_factory.mktemp("user-cache")
-    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "LOCALAPPDATA")}
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "LOCALAPPDATA", "XDG_STATE_HOME")}
     os.environ["XDG_CACHE_HOME"] = os.environ["LOCALAPPDATA"] = str(cache)
+    os.environ["XDG_STATE_HOME"] = str(cache / "state")
     yield cache
     for key, value in saved.items():
         if value is None:

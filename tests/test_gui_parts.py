@@ -407,24 +407,3 @@ def test_smoke_command_without_a_display_says_so_in_one_line(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: no X display") and proc.stderr.count("\n") == 1
-
-
-def test_unexpected_error_hook_logs_and_tells_the_user(tmp_path) -> None:
-    from app.ui.launch import unexpected_error_hook
-
-    shown = []
-
-    class Window:
-        def message(self, text: str) -> None:
-            shown.append(text)
-
-    log = tmp_path / "logs" / "errors.log"
-    hook = unexpected_error_hook(Window(), log)
-    try:
-        raise ZeroDivisionError("boom in a slot")
-    except ZeroDivisionError as exc:
-        hook(type(exc), exc, exc.__traceback__)
-    text = log.read_text(encoding="utf-8")
-    assert "Traceback" in text and "ZeroDivisionError: boom in a slot" in text
-    assert len(shown) == 1 and "ZeroDivisionError: boom in a slot" in shown[0]
-    assert str(log) in shown[0]

@@ -156,6 +156,7 @@ def test_provider_that_fails_to_start_is_skipped_with_reason(tmp_path: Path, mon
 
     monkeypatch.setattr(ort, "InferenceSession", Failing)
     monkeypatch.setattr(runtime, "available_providers", lambda: ["tensorrt", "cuda", "cpu"])
+    monkeypatch.setattr(runtime, "missing_gpu_library", lambda provider: None)
     made = SessionPool(RuntimeConfig(cache_dir=tmp_path)).get(path)
     assert tried[0][0] == "TensorrtExecutionProvider"
     assert tried[1] == ["CUDAExecutionProvider", "CPUExecutionProvider"]

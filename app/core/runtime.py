@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.core.errors import ModelError, PipelineError
+from app.core.gpu_libs import missing_gpu_library, preload_gpu_libraries
 from app.core.paths import user_cache_dir
 
 PROVIDER_NAMES = {
@@ -105,6 +106,8 @@ def create_session(path: Path, config: RuntimeConfig) -> ModelSession:
         chain.append("cpu")
     if "tensorrt" in chain:
         config.cache_dir.mkdir(parents=True, exist_ok=True)
+    if "tensorrt" in chain or "cuda" in chain:
+        preload_gpu_libraries()
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(0, int(config.intra_op_threads))
@@ -118,12 +121,14 @@ def create_session(path: Path, config: RuntimeConfig) -> ModelSession:
         except Exception as exc:
             if chain[0] == "cpu":
                 raise ModelError(path, f"cannot load model: {_first_line(exc)}") from exc
-            notes.append(f"{chain[0]}: could not be initialised: {_first_line(exc)}")
+            why = missing_gpu_library(chain[0]) or _first_line(exc)
+            notes.append(f"{chain[0]}: could not be initialised: {why}")
             chain = chain[1:]
     providers = [SHORT_NAMES.get(p, p) for p in session.get_providers()]
     for p in chain:
         if p not in providers:
-            notes.append(f"{p}: could not be initialised (drivers or libraries missing)")
+            why = missing_gpu_library(p) or "drivers or libraries missing"
+            notes.append(f"{p}: could not be initialised: {why}")
     return ModelSession(path, session, requested, providers, notes)
 
 

@@ -8,6 +8,7 @@ of the whole window, exit. Errors on that path print one line and exit non-zero.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
@@ -68,25 +69,47 @@ def _wait(app, condition, timeout_s: float) -> bool:
     return True
 
 
-def unexpected_error_hook(window, log_path: Path):
-    """An ``sys.excepthook`` for the window: a bug in a slot is logged with its traceback to
-    ``log_path`` and named in the status bar, and the window keeps working."""
+def unexpected_error_hook(window, log_path: Path | None):
+    """An ``sys.excepthook`` for the window: a bug in a slot is logged with its traceback (to
+    ``log_path`` through :func:`app.core.logfile.setup_logging`), named in the status bar and in
+    a dialog that says where the log is, and the window keeps working."""
 
     def hook(exc_type, exc, tb) -> None:
-        text = "".join(traceback.format_exception(exc_type, exc, tb))
-        sys.stderr.write(text)
-        try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with log_path.open("a", encoding="utf-8") as log:
-                log.write(text)
-        except OSError:
-            pass
-        window.message(
-            f"Unexpected error ({exc_type.__name__}: {exc}); the details are in {log_path}. "
-            "Nothing was lost: saved decisions stay saved."
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        details = "".join(traceback.format_exception(exc_type, exc, tb))
+        logging.getLogger("crownscan").critical("unhandled exception\n%s", details.rstrip())
+        if sys.stderr is not None:  # a windowed Windows executable has none
+            sys.stderr.write(details)
+        where = (
+            f"the details are in {log_path}" if log_path else "the log file could not be written"
         )
+        text = f"Unexpected error ({exc_type.__name__}: {exc}); {where}."
+        window.message(f"{text} Nothing was lost: saved decisions stay saved.")
+        _error_dialog(window, text)
 
     return hook
+
+
+def _error_dialog(window, text: str):
+    """One non-blocking dialog per window, updated when more errors follow while it is open."""
+    from PySide6 import QtCore, QtWidgets
+
+    box = getattr(window, "_unexpected_error_box", None)
+    if box is None:
+        box = QtWidgets.QMessageBox(window)
+        box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+        box.setWindowTitle("Crownscan: unexpected error")
+        box.setStandardButtons(QtWidgets.QMessageBox.StandardButton.Ok)
+        box.setWindowModality(QtCore.Qt.WindowModality.NonModal)
+        window._unexpected_error_box = box
+    box.setText(text)
+    box.setInformativeText(
+        "The window keeps working; saved decisions stay saved. Please send the log file to support."
+    )
+    box.show()
+    return box
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,6 +156,8 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     from PySide6 import QtCore, QtWidgets
 
     from app.core.errors import CrownscanError
+    from app.core.logfile import setup_logging
+    from app.core.paths import legacy_user_data_dir
 
     from .main_window import MainWindow
     from .settings import (
@@ -144,6 +169,8 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     )
     from .style import apply_style
 
+    log_path = setup_logging()
+    logging.getLogger("crownscan").info("crownscan %s starting", __version__)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
@@ -163,15 +190,14 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     window.resize(width, height)
     window.show()
     code = 0
-    data_dir = QtCore.QStandardPaths.writableLocation(
-        QtCore.QStandardPaths.StandardLocation.AppDataLocation
-    )
     previous_hook = sys.excepthook
-    sys.excepthook = unexpected_error_hook(window, Path(data_dir) / "crownscan-errors.log")
+    sys.excepthook = unexpected_error_hook(window, log_path)
     try:
         workspace = args.workspace
         if workspace is None:
             last = Path(settings.last_workspace) if settings.last_workspace else None
+            if last == legacy_user_data_dir() / "sample-workspace":
+                last = None  # moved to the new data folder by sample_workspace_copy()
             workspace = last if last is not None and last.is_dir() else sample_workspace_copy()
         try:
             window.open_workspace(workspace)
@@ -219,6 +245,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
         if smoke:
             _wait(app, lambda: not window.provider_label.text().endswith("loading…"), 60)
             _wait(app, lambda: window._view_tag is None, 60)
+            print(f"{window.provider_label.text()}; status: {window.message_label.text()}")
         if args.view is not None:
             window.viewer3d.set_view(args.view.capitalize())
         if args.screenshot is not None:

@@ -1109,6 +1109,10 @@ class MainWindow(QtWidgets.QMainWindow):
                 providers += [x for x in p if x not in providers]
                 notes += [x for x in n if x not in notes]
             self._set_providers(providers, notes)
+            dropped = [x for x in notes if ": could not be initialised" in x]
+            if dropped and providers and providers[0] != self.pool.config.preference[0]:
+                self.message(f"Running on {provider_label(providers)}: {dropped[0]}")
+                logging.getLogger("crownscan").warning("provider notes: %s", "; ".join(notes))
             self.models_ready.emit()
         elif tag.kind in LOCATE_KINDS:
             self._on_located(tag, result)
@@ -1373,6 +1377,8 @@ class MainWindow(QtWidgets.QMainWindow):
         import onnxruntime
 
         from app import __version__
+        from app.core.logfile import current_log_file
+        from app.core.paths import user_cache_dir
         from app.core.runtime import available_providers
 
         lines = [
@@ -1390,6 +1396,8 @@ class MainWindow(QtWidgets.QMainWindow):
         lines.append(f"Models folder: {self.settings.models_path()}")
         lines.append(f"Workspace: {self.workspace or '—'}")
         lines.append(f"Settings: {self._qsettings.fileName()}")
+        lines.append(f"Log: {current_log_file() or 'not written'}")
+        lines.append(f"Cache: {user_cache_dir()}")
         return "\n".join(lines)
 
     def show_about(self) -> None:

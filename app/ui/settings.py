@@ -92,26 +92,31 @@ def sample_workspace_copy() -> Path:
 
     The bundled one lives in the install folder (read-only in an installed app, and inside the
     checkout when run from source): runs and QA decisions must not be written there. Cases
-    are copied once; an existing copy (with the technician's outputs and decisions) is kept.
+    are copied once; an existing copy (with the technician's outputs and decisions) is kept,
+    and one left by an older release in the doubled ``Crownscan/Crownscan`` folder is moved.
     """
     import shutil
 
-    from app.core.paths import sample_workspace_dir
+    from app.core.paths import legacy_user_data_dir, sample_workspace_dir, user_data_dir
 
     src = sample_workspace_dir()
-    base = QtCore.QStandardPaths.writableLocation(
-        QtCore.QStandardPaths.StandardLocation.AppLocalDataLocation
-    )
-    if not base or not src.is_dir():
+    if not src.is_dir():
         return src
-    dst = Path(base) / "sample-workspace"
-    for case in sorted(p for p in src.iterdir() if p.is_dir()):
-        target = dst / case.name
-        if not target.exists():
-            shutil.copytree(
-                case, target, ignore=shutil.ignore_patterns("output", "*.sqlite*", ".*")
-            )
-    return dst if dst.is_dir() else src
+    dst = user_data_dir() / "sample-workspace"
+    legacy = legacy_user_data_dir() / "sample-workspace"
+    try:
+        if legacy.is_dir() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            legacy.rename(dst)
+        for case in sorted(p for p in src.iterdir() if p.is_dir()):
+            target = dst / case.name
+            if not target.exists():
+                shutil.copytree(
+                    case, target, ignore=shutil.ignore_patterns("output", "*.sqlite*", ".*")
+                )
+    except OSError:
+        return dst if dst.is_dir() else src
+    return dst
 
 
 def qsettings() -> QtCore.QSettings:
