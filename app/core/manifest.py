@@ -44,6 +44,8 @@ class Generation:
     ``batch_points`` points, fewer when the decoder's intermediate tensors would exceed
     ``decoder_memory_mb``. ``fast_decoder`` lets a one-graph model be split into encoder and
     decoder with a gather sampler (see ``app.core.crown.decoder_plan``); false runs it as is.
+    ``decoder_int8`` runs an int8 copy of the decoder's dense layers (dynamic quantization, see
+    ``app.core.crown.int8_decoder``): faster, not exact, so never on unless asked for.
     """
 
     resolution: int
@@ -52,6 +54,7 @@ class Generation:
     coarse_resolution: int | None = None
     decoder_memory_mb: int = 1536
     fast_decoder: bool = True
+    decoder_int8: bool = False
 
 
 @dataclass(frozen=True)
@@ -339,6 +342,7 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
         coarse_resolution=coarse,
         decoder_memory_mb=gen_r.integer("decoder_memory_mb", 16, 1_000_000, 1536),
         fast_decoder=gen_r.boolean("fast_decoder", True),
+        decoder_int8=gen_r.boolean("decoder_int8", False),
     )
     gen_r.done()
 
