@@ -7,6 +7,7 @@ Errors print one line, ``error: <file>: <what>``, on stderr and exit with 2 (bad
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import traceback
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="crown manifest path or model id")
     p.add_argument("--resolution", type=int, default=None, help="generation grid resolution")
     p.add_argument(
+        "--int8-decoder",
+        action="store_true",
+        help="run an int8 copy of the decoder's dense layers (faster, not exact)",
+    )
+    p.add_argument(
         "--center",
         type=float,
         nargs=3,
@@ -102,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", choices=("auto", "on", "off"), default="auto", help="crop path")
     _common(p)
     _runtime(p)
+
+    p = sub.add_parser("bench", help="time the crown or segmentation paths on this machine")
+    p.add_argument("pipeline", choices=("crown", "segment"), help="which pipeline to time")
+    p.add_argument("--resolution", type=int, default=256, help="crown generation resolution")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = automatic)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
 
@@ -158,6 +171,9 @@ def cmd_crown(args: argparse.Namespace) -> int:
     if args.pick is not None and args.center is not None:
         raise InputError(None, "give either --pick or --center, not both")
     model = find_model(args.model, "crown", _models_dir(args))
+    if args.int8_decoder:
+        generation = dataclasses.replace(model.generation, decoder_int8=True)
+        model = dataclasses.replace(model, generation=generation)
     try:
         request = FrameRequest(
             center=_vec(args.center),
@@ -216,7 +232,30 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], line: str) -> None:
         print(line)
 
 
-COMMANDS = {"models": cmd_models, "crown": cmd_crown, "segment": cmd_segment}
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.pipeline == "crown":
+        from app.core.crown.bench import crown_bench, table
+
+        if args.resolution < 9:
+            raise InputError(None, f"--resolution must be at least 9, got {args.resolution}")
+        figures = crown_bench(args.resolution, args.threads)
+    else:
+        try:
+            from app.core.segment import bench as segment
+        except ImportError as exc:
+            raise CrownscanError(
+                None, f"the segmentation bench is not part of this build ({exc})"
+            ) from exc
+        figures = segment.segment_bench(threads=args.threads)
+        table = getattr(segment, "table", lambda f: json.dumps(f, indent=2))
+    if args.json:
+        print(json.dumps({args.pipeline: figures}, indent=2))
+    else:
+        print(table(figures))
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "crown": cmd_crown, "segment": cmd_segment, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

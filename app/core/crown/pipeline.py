@@ -45,6 +45,7 @@ class CrownResult:
     report: RunReport
     checks: CheckResult | None = None
     output: Path | None = None
+    grid: np.ndarray | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -68,6 +69,7 @@ def _generate(
     case_frame: CaseFrame | None,
     cancel: CancelToken | None,
     progress: ProgressFn | None,
+    keep_grid: bool = False,
 ) -> CrownResult:
     def tick(stage: str, fraction: float | None = None) -> None:
         if cancel is not None:
@@ -196,7 +198,8 @@ def _generate(
             **info,
         }
     )
-    return CrownResult(mesh=mesh, watertight=watertight, report=report, checks=checks)
+    return CrownResult(mesh=mesh, watertight=watertight, report=report, checks=checks,
+                       grid=values if keep_grid else None)  # fmt: skip
 
 
 def _rounded(direction: np.ndarray) -> list[float]:
@@ -228,16 +231,18 @@ def generate_crown(
     case_frame: CaseFrame | None = None,
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
+    keep_grid: bool = False,
 ) -> CrownResult:
     """Generate a crown for ``scan`` (mm) with ``model``; the mesh comes back in the scan's mm.
 
     ``resolution`` overrides the manifest's generation grid; ``case_frame`` places and turns the
-    model's frame on the preparation (``center`` alone only moves it).
+    model's frame on the preparation (``center`` alone only moves it). ``keep_grid`` keeps the
+    model values on the generation grid in the result (``grid``, [x, y, z]), for comparisons.
     Raises :class:`PipelineError` when the model finds no surface in the frame and
     :class:`app.core.errors.Cancelled` when ``cancel`` is set.
     """
     return _generate(
-        scan, model, pool, RunReport(), resolution, center, case_frame, cancel, progress
+        scan, model, pool, RunReport(), resolution, center, case_frame, cancel, progress, keep_grid
     )
 
 
