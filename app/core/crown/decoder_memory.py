@@ -22,30 +22,52 @@ RSS_PER_TENSOR_BYTE = 4.0
 _PROBE = (1024, 2048)
 
 
-def _sizes(model: onnx.ModelProto, points: str, count: int) -> dict[str, int | None]:
+def _with_points(model: onnx.ModelProto, points: str, count: int) -> onnx.ModelProto:
     m = onnx.ModelProto.FromString(model.SerializeToString())
     for item in m.graph.input:
         if item.name == points:
-            dims = item.type.tensor_type.shape.dim
-            for dim in dims:
+            for dim in item.type.tensor_type.shape.dim:
                 if not dim.HasField("dim_value"):
                     dim.Clear()
                     dim.dim_value = count
-    try:
-        inferred = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
-    except Exception:  # inference errors come in several types
-        return {}
-    g = inferred.graph
-    sizes: dict[str, int | None] = {}
-    for info in [*g.input, *g.output, *g.value_info]:
+    return m
+
+
+def _static_sizes(infos, sizes: dict[str, int | None]) -> None:
+    for info in infos:
         t = info.type.tensor_type
         if not t.HasField("shape") or not all(d.HasField("dim_value") for d in t.shape.dim):
-            sizes[info.name] = None
+            sizes.setdefault(info.name, None)
             continue
         n = 1
         for d in t.shape.dim:
             n *= d.dim_value
         sizes[info.name] = n * helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+
+
+def _sizes(model: onnx.ModelProto, points: str, count: int) -> dict[str, int | None]:
+    """Bytes of every tensor with ``count`` points: ONNX shape inference, then ONNX Runtime's
+    symbolic inference for what that leaves unknown (shapes computed from ``Shape`` chains, as
+    exporters write for ``Expand``)."""
+    m = _with_points(model, points, count)
+    sizes: dict[str, int | None] = {}
+    try:
+        g = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True).graph
+        _static_sizes([*g.input, *g.output, *g.value_info], sizes)
+    except Exception:  # inference errors come in several types
+        pass
+    outputs = [o for n in m.graph.node for o in n.output if o]
+    if all(sizes.get(o) is not None for o in outputs):
+        return sizes
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        g = SymbolicShapeInference.infer_shapes(m, auto_merge=True).graph
+    except Exception:  # the symbolic inference raises several types too
+        return sizes
+    known = {k: v for k, v in sizes.items() if v is not None}
+    _static_sizes([*g.input, *g.output, *g.value_info], sizes)
+    sizes.update(known)
     return sizes
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from app.core.errors import CrownscanError
 from app.core.paths import cache_folder
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 PARITY_TOL = 1e-4
 _CHECK_POINTS = 512
 _memo: dict[str | tuple, DecoderPlan | float | None] = {}  # by content hash
