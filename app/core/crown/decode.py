@@ -48,6 +48,18 @@ def decision_level(threshold: float, output_kind: str) -> float:
     return math.log(threshold / (1.0 - threshold))
 
 
+def decision_margin(threshold: float, margin_logits: float, output_kind: str) -> float:
+    """``margin_logits`` around the decision level in the model's raw output units: as is for
+    logits; for probabilities the narrower side of the window
+    ``sigmoid(logit(threshold) -+ margin_logits)`` around ``threshold``."""
+    if output_kind != "probability":
+        return float(margin_logits)
+    level = math.log(threshold / (1.0 - threshold))
+    below = threshold - 1.0 / (1.0 + math.exp(-(level - margin_logits)))
+    above = 1.0 / (1.0 + math.exp(-(level + margin_logits))) - threshold
+    return float(min(below, above))
+
+
 def _require_inputs(session: ModelSession, names: list[str], what: str) -> None:
     missing = [n for n in names if n not in session.input_names]
     if missing:

@@ -14,7 +14,7 @@ import numpy as np
 
 from app.core.crown.checks import CheckResult, base_gap, check_crown, clipped_faces
 from app.core.crown.components import choose_parts, split_parts, submesh
-from app.core.crown.decode import CrownEvaluator, decision_level
+from app.core.crown.decode import CrownEvaluator, decision_level, decision_margin
 from app.core.crown.frame import AXES, CaseFrame, FrameRequest, make_frame
 from app.core.crown.meshio import Mesh, load_mesh, write_stl
 from app.core.crown.smoothing import smooth
@@ -123,7 +123,10 @@ def _generate(
         if coarse is None:
             values = evaluate_dense(evaluator.evaluate, res)
         else:
-            values, stats = evaluate_coarse_to_fine(evaluator.evaluate, res, coarse, level)
+            margin = decision_margin(gen.threshold, gen.refine_margin, model.output_kind)
+            values, stats = evaluate_coarse_to_fine(
+                evaluator.evaluate, res, coarse, level, margin=margin
+            )
             info["coarse_levels"] = stats.levels
             info["points_per_level"] = stats.evaluated
     report.timings_ms["grid"] -= evaluator.decode_ms

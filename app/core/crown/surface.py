@@ -107,6 +107,20 @@ def _straddling_cells(values: np.ndarray, level: float) -> np.ndarray:
     return any_in & ~all_in
 
 
+def _near_cells(values: np.ndarray, level: float, margin: float) -> np.ndarray:
+    """Cells ((n-1)^3) with a corner value within ``margin`` of ``level``."""
+    near = np.abs(values - np.float32(level)) <= margin
+    return _cells_with_corner(near)
+
+
+def _cells_with_corner(points: np.ndarray) -> np.ndarray:
+    """Cells ((n-1)^3) that have at least one flagged corner point (n^3)."""
+    out = points
+    for axis in range(3):
+        out = out[_along(axis, slice(None, -1))] | out[_along(axis, slice(1, None))]
+    return out
+
+
 _NEIGHBOURS = np.array(
     [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
      if (dx, dy, dz) != (0, 0, 0)]
@@ -194,13 +208,15 @@ def evaluate_coarse_to_fine(
     level: float,
     chunk: int = _CHUNK,
     band: int = 0,
+    margin: float = 0.0,
 ) -> tuple[np.ndarray, CoarseToFineStats]:
     """Grid values at ``resolution`` evaluating the model densely only at ``coarse_resolution``.
 
     Each step refines the grid (by 2 while (resolution-1)/(current-1) is even, else by the
     remaining odd factor); fine points take the linear interpolation of the coarse values
-    unless evaluated. The fine cells inside coarse cells whose corners straddle ``level``
-    (dilated by ``band`` coarse cells) are seeds, and the band then grows by tracing: every
+    unless evaluated. The fine cells inside coarse cells whose corners straddle ``level`` or
+    come within ``margin`` of it (dilated by ``band`` coarse cells) are seeds, and the band
+    then grows by tracing: every
     neighbour of an evaluated fine cell that straddles is evaluated too, until none is left,
     so the band follows the surface wherever it leaves the seeds (a thin shell the coarse
     grid only grazes). With a step of 2 every fine point is a corner of a fine cell that has
@@ -220,6 +236,8 @@ def evaluate_coarse_to_fine(
         step = 2 if ratio % 2 == 0 else ratio
         new = (cur - 1) * step + 1
         cells = _straddling_cells(values, level)
+        if margin > 0:
+            cells |= _near_cells(values, level, margin)
         for _ in range(band):
             cells = _dilate(cells)
         fine_exact = np.zeros((new,) * 3, dtype=bool)
