@@ -20,6 +20,7 @@ from app.core.crown.decode import CrownEvaluator
 from app.core.crown.decoder_memory import (
     MIN_BATCH,
     RSS_PER_TENSOR_BYTE,
+    UNKNOWN_BYTES_PER_POINT,
     batch_for_budget,
     bytes_per_point,
 )
@@ -178,7 +179,8 @@ def test_bytes_per_point_follows_the_live_tensors_and_sets_the_batch() -> None:
     assert batch_for_budget(24.0, 2400, 1_000_000) == MIN_BATCH
     assert batch_for_budget(24.0, 24 * 5000, 1_000_000) == int(5000 / RSS_PER_TENSOR_BYTE)
     assert batch_for_budget(24.0, 2**30, 70_000) == 70_000
-    assert batch_for_budget(None, 2**30, 70_000) == 70_000
+    unknown = batch_for_budget(None, 2**30, 70_000)
+    assert unknown == batch_for_budget(UNKNOWN_BYTES_PER_POINT, 2**30, 70_000) < 70_000
 
 
 def _box_scan() -> Mesh:

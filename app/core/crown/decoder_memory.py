@@ -19,6 +19,7 @@ from onnx import helper
 
 MIN_BATCH = 256
 RSS_PER_TENSOR_BYTE = 4.0
+UNKNOWN_BYTES_PER_POINT = 48 * 1024
 _PROBE = (1024, 2048)
 
 
@@ -47,8 +48,8 @@ def _static_sizes(infos, sizes: dict[str, int | None]) -> None:
 
 def _sizes(model: onnx.ModelProto, points: str, count: int) -> dict[str, int | None]:
     """Bytes of every tensor with ``count`` points: ONNX shape inference, then ONNX Runtime's
-    symbolic inference for what that leaves unknown (shapes computed from ``Shape`` chains, as
-    exporters write for ``Expand``)."""
+    symbolic inference (which needs ``sympy``) for what that leaves unknown (shapes computed
+    from ``Shape`` chains, as exporters write for ``Expand``)."""
     m = _with_points(model, points, count)
     sizes: dict[str, int | None] = {}
     try:
@@ -102,7 +103,9 @@ def bytes_per_point(model: onnx.ModelProto, points: str) -> float | None:
 def batch_for_budget(per_point: float | None, budget_bytes: int, cap: int) -> int:
     """Points per batch: as many as the budget holds (``per_point`` estimated tensor bytes,
     each costing :data:`RSS_PER_TENSOR_BYTE` of process memory), at most ``cap`` (the
-    manifest's ``batch_points``), at least :data:`MIN_BATCH`; ``cap`` when the cost is unknown."""
+    manifest's ``batch_points``), at least :data:`MIN_BATCH`. An unknown cost counts as
+    :data:`UNKNOWN_BYTES_PER_POINT` (the largest estimate seen, IF-Net's gather decoder) rather
+    than trusting ``cap``: 100k points of the demo model took 9 GB."""
     if per_point is None or per_point <= 0:
-        return cap
+        per_point = UNKNOWN_BYTES_PER_POINT
     return max(MIN_BATCH, min(cap, int(budget_bytes // (per_point * RSS_PER_TENSOR_BYTE))))
