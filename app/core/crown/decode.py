@@ -12,6 +12,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -54,6 +55,8 @@ def decision_margin(threshold: float, margin_logits: float, output_kind: str) ->
     ``sigmoid(logit(threshold) -+ margin_logits)`` around ``threshold``."""
     if output_kind != "probability":
         return float(margin_logits)
+    if not 0.0 < threshold < 1.0:
+        return 0.0
     level = math.log(threshold / (1.0 - threshold))
     below = threshold - 1.0 / (1.0 + math.exp(-(level - margin_logits)))
     above = 1.0 / (1.0 + math.exp(-(level + margin_logits))) - threshold
@@ -79,7 +82,7 @@ def _require_outputs(session: ModelSession, names: list[str], what: str) -> None
         )
 
 
-def _int8_plan(plan: DecoderPlan, decoder) -> DecoderPlan:
+def _int8_plan(plan: DecoderPlan, decoder: Path) -> DecoderPlan:
     """``plan`` with its decoder (or its one graph) replaced by the int8 copy, or with the
     reason there is none."""
     made = int8_copy(decoder)
