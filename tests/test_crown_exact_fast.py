@@ -136,3 +136,15 @@ def test_bench_segment_without_its_module_is_one_clear_error(monkeypatch, capsys
     assert len(err) == 1 and "segmentation bench is not part of this build" in err[0]
     assert cli_main(["bench", "crown", "--resolution", "4"]) == 2
     assert "--resolution must be at least 9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.5, 0.9])
+def test_margin_for_probability_outputs_stays_inside_the_logit_window(threshold: float) -> None:
+    def logit(p: float) -> float:
+        return float(np.log(p / (1 - p)))
+
+    m = decision_margin(threshold, 2.0, "probability")
+    sides = [abs(logit(threshold + s * m) - logit(threshold)) for s in (-1, 1)]
+    assert max(sides) == pytest.approx(2.0) and min(sides) <= 2.0
+    assert decision_margin(threshold, 2.0, "logits") == 2.0
+    assert decision_margin(1.0, 2.0, "probability") == 0.0
