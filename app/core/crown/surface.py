@@ -218,9 +218,10 @@ def evaluate_coarse_to_fine(
     come within ``margin`` of it (dilated by ``band`` coarse cells) are seeds, and the band
     then grows by tracing: every neighbour of an evaluated fine cell that straddles is
     evaluated too, until none is left, so the band follows the surface wherever it leaves the
-    seeds (a thin shell the coarse grid only grazes). With a step of 2 every fine point is a corner of a fine cell that has
-    a coarse point as its other corner, so an interpolated point can take the wrong side only
-    in a straddling fine cell that no trace reached: a surface component no coarse cell sees.
+    seeds (a thin shell the coarse grid only grazes). With a step of 2 every fine point is a
+    corner of a fine cell that has a coarse point as its other corner, so an interpolated point
+    can take the wrong side only in a straddling fine cell that no trace reached: a surface
+    component that no coarse cell sees or comes within ``margin`` of.
     With a larger odd step a pocket can lie inside a coarse cell without touching its corners,
     so every coarse cell holding a straddling fine cell is evaluated whole and traced again.
     """
