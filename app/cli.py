@@ -7,6 +7,7 @@ Errors print one line, ``error: <file>: <what>``, on stderr and exit with 2 (bad
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default=None, help="crown manifest path or model id")
     p.add_argument("--resolution", type=int, default=None, help="generation grid resolution")
+    p.add_argument(
+        "--int8-decoder",
+        action="store_true",
+        help="run an int8 copy of the decoder's dense layers (faster, not exact)",
+    )
     p.add_argument(
         "--center",
         type=float,
@@ -282,6 +288,9 @@ def cmd_crown(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.scale) and args.scale > 0):
         raise InputError(None, f"--scale must be a positive number, got {args.scale}")
     model = find_model(args.model, "crown", _models_dir(args))
+    if args.int8_decoder:
+        generation = dataclasses.replace(model.generation, decoder_int8=True)
+        model = dataclasses.replace(model, generation=generation)
     try:
         request = FrameRequest(
             center=_vec(args.center),

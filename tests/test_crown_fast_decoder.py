@@ -17,7 +17,13 @@ from onnx import TensorProto, helper
 
 from app.core.crown import decoder_plan
 from app.core.crown.decode import CrownEvaluator
-from app.core.crown.decoder_memory import MIN_BATCH, batch_for_budget, bytes_per_point
+from app.core.crown.decoder_memory import (
+    MIN_BATCH,
+    RSS_PER_TENSOR_BYTE,
+    UNKNOWN_BYTES_PER_POINT,
+    batch_for_budget,
+    bytes_per_point,
+)
 from app.core.crown.gather_sampler import rewrite_samplers
 from app.core.crown.graph_split import SplitError, split_graph
 from app.core.crown.meshio import Mesh
@@ -171,9 +177,10 @@ def test_bytes_per_point_follows_the_live_tensors_and_sets_the_batch() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     assert bytes_per_point(model, "p") == pytest.approx(24.0)
     assert batch_for_budget(24.0, 2400, 1_000_000) == MIN_BATCH
-    assert batch_for_budget(24.0, 24 * 5000, 1_000_000) == 5000
+    assert batch_for_budget(24.0, 24 * 5000, 1_000_000) == int(5000 / RSS_PER_TENSOR_BYTE)
     assert batch_for_budget(24.0, 2**30, 70_000) == 70_000
-    assert batch_for_budget(None, 2**30, 70_000) == 70_000
+    unknown = batch_for_budget(None, 2**30, 70_000)
+    assert unknown == batch_for_budget(UNKNOWN_BYTES_PER_POINT, 2**30, 70_000) < 70_000
 
 
 def _box_scan() -> Mesh:

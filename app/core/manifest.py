@@ -44,6 +44,11 @@ class Generation:
     ``batch_points`` points, fewer when the decoder's intermediate tensors would exceed
     ``decoder_memory_mb``. ``fast_decoder`` lets a one-graph model be split into encoder and
     decoder with a gather sampler (see ``app.core.crown.decoder_plan``); false runs it as is.
+    ``refine_margin`` (logits) also refines coarse cells with a corner that close to the
+    decision level, so a small pocket just beside the surface is not lost to interpolation
+    (see ``app.core.crown.surface.evaluate_coarse_to_fine``).
+    ``decoder_int8`` runs an int8 copy of the decoder's dense layers (dynamic quantization, see
+    ``app.core.crown.int8_decoder``): faster, not exact, so never on unless asked for.
     """
 
     resolution: int
@@ -52,6 +57,8 @@ class Generation:
     coarse_resolution: int | None = None
     decoder_memory_mb: int = 1536
     fast_decoder: bool = True
+    decoder_int8: bool = False
+    refine_margin: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -496,6 +503,8 @@ def _crown(r: _Reader, name: str, version: str) -> CrownModel:
         coarse_resolution=coarse,
         decoder_memory_mb=gen_r.integer("decoder_memory_mb", 16, 1_000_000, 1536),
         fast_decoder=gen_r.boolean("fast_decoder", True),
+        decoder_int8=gen_r.boolean("decoder_int8", False),
+        refine_margin=gen_r.number("refine_margin", 0.0, 100.0, 2.0),
     )
     gen_r.done()
 

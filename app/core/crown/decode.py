@@ -8,6 +8,7 @@ order and scale, ``2 * (z, y, x)``; ``unit`` = as is.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import numpy as np
 
 from app.core.crown.decoder_memory import batch_for_budget
 from app.core.crown.decoder_plan import DecoderPlan, decoder_cost, plan_decoder
+from app.core.crown.int8_decoder import int8_copy
 from app.core.errors import ModelError, PipelineError
 from app.core.manifest import CrownModel
 from app.core.report import CancelToken
@@ -47,6 +49,20 @@ def decision_level(threshold: float, output_kind: str) -> float:
     return math.log(threshold / (1.0 - threshold))
 
 
+def decision_margin(threshold: float, margin_logits: float, output_kind: str) -> float:
+    """``margin_logits`` around the decision level in the model's raw output units: as is for
+    logits; for probabilities the narrower side of the window
+    ``sigmoid(logit(threshold) -+ margin_logits)`` around ``threshold``."""
+    if output_kind != "probability":
+        return float(margin_logits)
+    if not 0.0 < threshold < 1.0:
+        return 0.0
+    level = math.log(threshold / (1.0 - threshold))
+    below = threshold - 1.0 / (1.0 + math.exp(-(level - margin_logits)))
+    above = 1.0 / (1.0 + math.exp(-(level + margin_logits))) - threshold
+    return float(min(below, above))
+
+
 def _require_inputs(session: ModelSession, names: list[str], what: str) -> None:
     missing = [n for n in names if n not in session.input_names]
     if missing:
@@ -64,6 +80,16 @@ def _require_outputs(session: ModelSession, names: list[str], what: str) -> None
             f"{what} has no output named {missing[0]!r} "
             f"(outputs: {', '.join(session.output_names)})",
         )
+
+
+def _int8_plan(plan: DecoderPlan, decoder: Path) -> DecoderPlan:
+    """``plan`` with its decoder (or its one graph) replaced by the int8 copy, or with the
+    reason there is none."""
+    made = int8_copy(decoder)
+    if isinstance(made, str):
+        reason = "; ".join(r for r in (plan.reason, f"int8 not used: {made}") if r)
+        return dataclasses.replace(plan, reason=reason)
+    return dataclasses.replace(plan, path=f"{plan.path}+int8", int8=made)
 
 
 def _input_shape(session: ModelSession, name: str) -> list:
@@ -126,28 +152,32 @@ class CrownEvaluator:
         self._static: dict[str, np.ndarray]
         if model.onnx is not None:
             self.plan = self._one_graph_plan(pool) if plan is None else plan
+            if gen.decoder_int8:
+                self.plan = _int8_plan(self.plan, self.plan.decoder or model.onnx)
             if self.plan.split:
                 encoder = pool.get(self.plan.encoder)
-                self.session = pool.get(self.plan.decoder)
+                self.session = pool.get(self.plan.int8 or self.plan.decoder)
                 self._encode(encoder, self.plan.features, voxels)
-                self.session_paths = [self.plan.encoder, self.plan.decoder]
+                self.session_paths = [self.plan.encoder, self.session.path]
             else:
-                self.session = pool.get(model.onnx)
+                self.session = pool.get(self.plan.int8 or model.onnx)
                 _require_inputs(self.session, [vname, pname], "model")
                 _require_outputs(self.session, [model.output], "model")
                 self._static = {vname: _voxel_feed(self.session, vname, voxels)}
-                self.session_paths = [model.onnx]
+                self.session_paths = [self.session.path]
         else:
             encoder = pool.get(model.encoder_onnx)
-            self.session = pool.get(model.decoder_onnx)
+            self.plan = DecoderPlan("two parts", bytes_per_point=decoder_cost(
+                model.decoder_onnx, pname))  # fmt: skip
+            if gen.decoder_int8:
+                self.plan = _int8_plan(self.plan, model.decoder_onnx)
+            self.session = pool.get(self.plan.int8 or model.decoder_onnx)
             _require_inputs(encoder, [vname], "encoder")
             _require_outputs(encoder, list(model.features), "encoder")
             _require_inputs(self.session, [*model.features, pname], "decoder")
             _require_outputs(self.session, [model.output], "decoder")
             self._encode(encoder, list(model.features), voxels)
-            self.plan = DecoderPlan("two parts", bytes_per_point=decoder_cost(
-                model.decoder_onnx, pname))  # fmt: skip
-            self.session_paths = [model.encoder_onnx, model.decoder_onnx]
+            self.session_paths = [model.encoder_onnx, self.session.path]
         self.batch_points = batch_for_budget(
             self.plan.bytes_per_point, gen.decoder_memory_mb * 2**20, gen.batch_points
         )

@@ -23,7 +23,7 @@ import numpy as np
 from app.core.errors import CrownscanError
 from app.core.paths import cache_folder
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 PARITY_TOL = 1e-4
 _CHECK_POINTS = 512
 _memo: dict[str | tuple, DecoderPlan | float | None] = {}  # by content hash
@@ -39,6 +39,8 @@ class DecoderPlan:
     ``features`` the tensors between them (None / empty for one graph). ``bytes_per_point``
     is the decoder's estimated peak intermediate memory per point (None if unknown), and
     ``parity`` the largest (relative) difference from the original graph seen in the check.
+    ``int8`` is the int8 copy that runs instead (the decoder, or the one graph), when asked
+    for; the path then ends in ``+int8``.
     """
 
     path: str
@@ -48,6 +50,7 @@ class DecoderPlan:
     features: list[str] = field(default_factory=list)
     bytes_per_point: float | None = None
     parity: float | None = None
+    int8: Path | None = None
 
     @property
     def label(self) -> str:
@@ -58,7 +61,7 @@ class DecoderPlan:
         return self.encoder is not None
 
 
-def _file_hash(path: Path) -> str:
+def file_hash(path: Path) -> str:
     """sha256 of a model file (about 1 GB/s: cheap next to one encoder run)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -206,7 +209,7 @@ def plan_decoder(
     """The plan for a one-graph model, from the cache when this model was prepared before."""
     onnx_path = Path(onnx_path).resolve()
     params = (voxels, points, int(resolution), bool(rewrite), PLAN_VERSION)
-    key = hashlib.sha256(json.dumps([_file_hash(onnx_path), *params]).encode()).hexdigest()[:24]
+    key = hashlib.sha256(json.dumps([file_hash(onnx_path), *params]).encode()).hexdigest()[:24]
     with _memo_lock:
         known = _memo.get(key)
     if isinstance(known, DecoderPlan) and all(
@@ -252,7 +255,7 @@ def decoder_cost(onnx_path: Path, points: str) -> float | None:
 
     from app.core.crown.decoder_memory import bytes_per_point
 
-    memo_key = ("cost", _file_hash(Path(onnx_path)), points)
+    memo_key = ("cost", file_hash(Path(onnx_path)), points)
     with _memo_lock:
         if memo_key in _memo:
             return _memo[memo_key]

@@ -14,7 +14,7 @@ import numpy as np
 
 from app.core.crown.checks import CheckResult, base_gap, check_crown, clipped_faces
 from app.core.crown.components import choose_parts, split_parts, submesh
-from app.core.crown.decode import CrownEvaluator, decision_level
+from app.core.crown.decode import CrownEvaluator, decision_level, decision_margin
 from app.core.crown.frame import AXES, CaseFrame, FrameRequest, make_frame
 from app.core.crown.meshio import Mesh, check_mesh_output, load_mesh, write_mesh
 from app.core.crown.point_cloud import point_cloud_voxels, sample_surface
@@ -47,6 +47,7 @@ class CrownResult:
     report: RunReport
     checks: CheckResult | None = None
     output: Path | None = None
+    grid: np.ndarray | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -70,6 +71,7 @@ def _generate(
     case_frame: CaseFrame | None,
     cancel: CancelToken | None,
     progress: ProgressFn | None,
+    keep_grid: bool = False,
 ) -> CrownResult:
     def tick(stage: str, fraction: float | None = None) -> None:
         if cancel is not None:
@@ -127,7 +129,10 @@ def _generate(
         if coarse is None:
             values = evaluate_dense(evaluator.evaluate, res)
         else:
-            values, stats = evaluate_coarse_to_fine(evaluator.evaluate, res, coarse, level)
+            margin = decision_margin(gen.threshold, gen.refine_margin, model.output_kind)
+            values, stats = evaluate_coarse_to_fine(
+                evaluator.evaluate, res, coarse, level, margin=margin
+            )
             info["coarse_levels"] = stats.levels
             info["points_per_level"] = stats.evaluated
     report.timings_ms["grid"] -= evaluator.decode_ms
@@ -207,7 +212,8 @@ def _generate(
             **info,
         }
     )
-    return CrownResult(mesh=mesh, watertight=watertight, report=report, checks=checks)
+    return CrownResult(mesh=mesh, watertight=watertight, report=report, checks=checks,
+                       grid=values if keep_grid else None)  # fmt: skip
 
 
 def _voxels(vertices_unit: np.ndarray, faces: np.ndarray, model: CrownModel) -> np.ndarray:
@@ -252,16 +258,18 @@ def generate_crown(
     case_frame: CaseFrame | None = None,
     cancel: CancelToken | None = None,
     progress: ProgressFn | None = None,
+    keep_grid: bool = False,
 ) -> CrownResult:
     """Generate a crown for ``scan`` (mm) with ``model``; the mesh comes back in the scan's mm.
 
     ``resolution`` overrides the manifest's generation grid; ``case_frame`` places and turns the
-    model's frame on the preparation (``center`` alone only moves it).
+    model's frame on the preparation (``center`` alone only moves it). ``keep_grid`` keeps the
+    model values on the generation grid in the result (``grid``, [x, y, z]), for comparisons.
     Raises :class:`PipelineError` when the model finds no surface in the frame and
     :class:`app.core.errors.Cancelled` when ``cancel`` is set.
     """
     return _generate(
-        scan, model, pool, RunReport(), resolution, center, case_frame, cancel, progress
+        scan, model, pool, RunReport(), resolution, center, case_frame, cancel, progress, keep_grid
     )
 
 

@@ -107,16 +107,89 @@ def _straddling_cells(values: np.ndarray, level: float) -> np.ndarray:
     return any_in & ~all_in
 
 
-def _cells_to_points(cells: np.ndarray) -> np.ndarray:
-    """Points ((n+1)^3) that are a corner of at least one flagged cell (n^3)."""
-    out = cells
+def _near_cells(values: np.ndarray, level: float, margin: float) -> np.ndarray:
+    """Cells ((n-1)^3) with a corner value within ``margin`` of ``level``."""
+    near = np.abs(values - np.float32(level)) <= margin
+    return _cells_with_corner(near)
+
+
+def _cells_with_corner(points: np.ndarray) -> np.ndarray:
+    """Cells ((n-1)^3) that have at least one flagged corner point (n^3)."""
+    out = points
     for axis in range(3):
-        shape = list(out.shape)
-        shape[axis] += 1
-        dst = np.zeros(shape, dtype=bool)
-        dst[_along(axis, slice(None, -1))] |= out
-        dst[_along(axis, slice(1, None))] |= out
-        out = dst
+        out = out[_along(axis, slice(None, -1))] | out[_along(axis, slice(1, None))]
+    return out
+
+
+_NEIGHBOURS = np.array(
+    [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
+     if (dx, dy, dz) != (0, 0, 0)]
+)  # fmt: skip
+
+
+def _cell_corners(cells: np.ndarray, n: int) -> np.ndarray:
+    """Flat point indices (len(cells), 8) of the corners of flat cell indices, grid n^3."""
+    m = n - 1
+    cx, rest = np.divmod(cells, m * m)
+    cy, cz = np.divmod(rest, m)
+    base = (cx * n + cy) * n + cz
+    offsets = np.array([(dx * n + dy) * n + dz for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])
+    return base[:, None] + offsets
+
+
+def _neighbour_cells(cells: np.ndarray, m: int) -> np.ndarray:
+    """The distinct flat indices of the 26 neighbours (inside the m^3 cell grid) of ``cells``."""
+    cx, rest = np.divmod(cells, m * m)
+    cy, cz = np.divmod(rest, m)
+    xyz = (np.stack([cx, cy, cz], 1)[:, None, :] + _NEIGHBOURS[None]).reshape(-1, 3)
+    xyz = xyz[((xyz >= 0) & (xyz < m)).all(1)]
+    return np.unique((xyz[:, 0] * m + xyz[:, 1]) * m + xyz[:, 2])
+
+
+def _trace(
+    evaluate: Evaluate,
+    values: np.ndarray,
+    exact: np.ndarray,
+    seeds: np.ndarray,
+    level: float,
+    chunk: int,
+) -> tuple[int, np.ndarray]:
+    """Evaluate the corners of the ``seeds`` cells, then those of every neighbour of an
+    evaluated cell that straddles ``level``, until no straddling cell has an unvisited
+    neighbour.
+
+    ``values`` and ``exact`` (n^3) are updated in place. Returns the number of points
+    evaluated and the flat indices of the straddling cells found.
+    """
+    n = values.shape[0]
+    m = n - 1
+    flat, known = values.reshape(-1), exact.reshape(-1)
+    visited = np.zeros(m**3, dtype=bool)
+    frontier = np.flatnonzero(seeds)
+    evaluated = 0
+    found = [np.zeros(0, np.int64)]
+    while frontier.size:
+        visited[frontier] = True
+        corners = _cell_corners(frontier, n)
+        todo = np.unique(corners)
+        todo = todo[~known[todo]]
+        if todo.size:
+            flat[todo] = _evaluate_flat(evaluate, n, todo, chunk)
+            known[todo] = True
+            evaluated += int(todo.size)
+        inside = flat[corners] > level
+        straddling = frontier[inside.any(1) & ~inside.all(1)]
+        found.append(straddling)
+        near = _neighbour_cells(straddling, m)
+        frontier = near[~visited[near]]
+    return evaluated, np.concatenate(found)
+
+
+def _evaluated_cells(cells: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """Which of the flagged ``cells`` have all 8 corners evaluated."""
+    flat = np.flatnonzero(cells)
+    out = np.zeros(cells.shape, dtype=bool)
+    out.reshape(-1)[flat[exact.reshape(-1)[_cell_corners(flat, exact.shape[0])].all(1)]] = True
     return out
 
 
@@ -134,14 +207,23 @@ def evaluate_coarse_to_fine(
     coarse_resolution: int,
     level: float,
     chunk: int = _CHUNK,
+    band: int = 0,
+    margin: float = 0.0,
 ) -> tuple[np.ndarray, CoarseToFineStats]:
     """Grid values at ``resolution`` evaluating the model densely only at ``coarse_resolution``.
 
     Each step refines the grid (by 2 while (resolution-1)/(current-1) is even, else by the
-    remaining odd factor). Cells whose corners straddle ``level``, dilated by one cell, have all
-    their fine points evaluated; every other fine point takes the linear interpolation of the
-    coarse values. A surface feature smaller than a coarse cell that no coarse corner sees can be
-    missed: that is the price of skipping points.
+    remaining odd factor); fine points take the linear interpolation of the coarse values
+    unless evaluated. The fine cells inside coarse cells whose corners straddle ``level`` or
+    come within ``margin`` of it (dilated by ``band`` coarse cells) are seeds, and the band
+    then grows by tracing: every neighbour of an evaluated fine cell that straddles is
+    evaluated too, until none is left, so the band follows the surface wherever it leaves the
+    seeds (a thin shell the coarse grid only grazes). With a step of 2 every fine point is a
+    corner of a fine cell that has a coarse point as its other corner, so an interpolated point
+    can take the wrong side only in a straddling fine cell that no trace reached: a surface
+    component that no coarse cell sees or comes within ``margin`` of.
+    With a larger odd step a pocket can lie inside a coarse cell without touching its corners,
+    so every coarse cell holding a straddling fine cell is evaluated whole and traced again.
     """
     if (resolution - 1) % (coarse_resolution - 1):
         raise ValueError("(resolution - 1) must be a multiple of (coarse_resolution - 1)")
@@ -153,18 +235,30 @@ def evaluate_coarse_to_fine(
         ratio = (resolution - 1) // (cur - 1)
         step = 2 if ratio % 2 == 0 else ratio
         new = (cur - 1) * step + 1
-        cells = _dilate(_straddling_cells(values, level))
-        fine_cells = cells.repeat(step, 0).repeat(step, 1).repeat(step, 2)
-        wanted = _cells_to_points(fine_cells)
+        cells = _straddling_cells(values, level)
+        if margin > 0:
+            cells |= _near_cells(values, level, margin)
+        for _ in range(band):
+            cells = _dilate(cells)
         fine_exact = np.zeros((new,) * 3, dtype=bool)
         fine_exact[::step, ::step, ::step] = exact
         values = upsample_linear(values, step)
-        todo = np.flatnonzero(wanted & ~fine_exact)
-        values.reshape(-1)[todo] = _evaluate_flat(evaluate, new, todo, chunk)
-        fine_exact.reshape(-1)[todo] = True
+        seeds = cells.repeat(step, 0).repeat(step, 1).repeat(step, 2)
+        evaluated = 0
+        while seeds.any():
+            count, found = _trace(evaluate, values, fine_exact, seeds, level, chunk)
+            evaluated += count
+            if step == 2:
+                break
+            holders = np.zeros(cells.shape, dtype=bool)
+            fx, rest = np.divmod(found, (new - 1) ** 2)
+            fy, fz = np.divmod(rest, new - 1)
+            holders[fx // step, fy // step, fz // step] = True
+            whole = holders.repeat(step, 0).repeat(step, 1).repeat(step, 2)
+            seeds = whole & ~_evaluated_cells(whole, fine_exact)
         exact = fine_exact
         stats.levels.append(new)
-        stats.evaluated.append(int(todo.size))
+        stats.evaluated.append(evaluated)
         cur = new
     return values, stats
 
