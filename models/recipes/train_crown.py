@@ -302,50 +302,67 @@ def _load_sample(path: Path) -> Sample:
     )
 
 
-def load_samples(
-    seeds: list[int],
-    n_points: int,
-    label: str,
-    variants: int = 0,
-    variant_grid: bool = False,
-) -> tuple[list[Sample], list[list[Sample]]]:
-    """Build (or read from the cache) one clean sample per seed, and ``variants`` perturbed
-    copies (:func:`build_perturbed_sample`; with the evaluation grid when ``variant_grid``).
-    The case is generated once per seed for all of them."""
+def _cache_paths(
+    seed: int, n_points: int, variants: int, variant_grid: bool
+) -> tuple[Path, list[Path]]:
+    """The clean sample's cache file and its perturbed copies' files."""
     cache = WORK / f"crown_{DATA_VERSION}_r{RESOLUTION}_{VOXEL_MODE}_s{int(SIZE_MM)}"
     aug_cache = (
         WORK / f"crown_{DATA_VERSION}{AUG_VERSION}_r{RESOLUTION}_{VOXEL_MODE}_s{int(SIZE_MM)}"
     )
     cache.mkdir(parents=True, exist_ok=True)
     aug_cache.mkdir(parents=True, exist_ok=True)
+    gtag = "g" if variant_grid else ""
+    vpaths = [aug_cache / f"{seed}_v{k}{gtag}_{n_points}.npz" for k in range(variants)]
+    return cache / f"{seed}_{n_points}.npz", vpaths
+
+
+def _build_cached(job: tuple[int, int, int, bool]) -> None:
+    """Build and cache one seed's missing samples (a worker of ``--jobs``)."""
+    seed, n_points, variants, variant_grid = job
+    path, vpaths = _cache_paths(seed, n_points, variants, variant_grid)
+    if path.exists() and all(q.exists() for q in vpaths):
+        return
+    case = make_training_case(seed)
+    if not path.exists():
+        _save_sample(path, build_sample(seed, n_points, case), margin=False)
+    for k, q in enumerate(vpaths):
+        if not q.exists():
+            _save_sample(q, build_perturbed_sample(case, k, n_points, variant_grid), margin=True)
+
+
+def load_samples(
+    seeds: list[int],
+    n_points: int,
+    label: str,
+    variants: int = 0,
+    variant_grid: bool = False,
+    jobs: int = 1,
+) -> tuple[list[Sample], list[list[Sample]]]:
+    """Build (or read from the cache) one clean sample per seed, and ``variants`` perturbed
+    copies (:func:`build_perturbed_sample`; with the evaluation grid when ``variant_grid``).
+    The case is generated once per seed for all of them; ``jobs`` > 1 builds the missing
+    seeds in that many processes first (the files are the same)."""
+    if jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            todo = [(seed, n_points, variants, variant_grid) for seed in seeds]
+            for i, _ in enumerate(pool.imap_unordered(_build_cached, todo)):
+                if (i + 1) % 50 == 0:
+                    print(f"  {label}: {i + 1}/{len(seeds)} cases built", flush=True)
     out, out_aug = [], []
     t0 = time.time()
     for i, seed in enumerate(seeds):
-        path = cache / f"{seed}_{n_points}.npz"
-        gtag = "g" if variant_grid else ""
-        vpaths = [aug_cache / f"{seed}_v{k}{gtag}_{n_points}.npz" for k in range(variants)]
-        case = None
-        if not path.exists() or not all(q.exists() for q in vpaths):
-            case = make_training_case(seed)
-        if path.exists():
-            s = _load_sample(path)
-        else:
-            s = build_sample(seed, n_points, case)
-            _save_sample(path, s, margin=False)
+        _build_cached((seed, n_points, variants, variant_grid))
+        path, vpaths = _cache_paths(seed, n_points, variants, variant_grid)
+        s = _load_sample(path)
         # the margin centre from the case's layout (no meshing): where the baselines are placed
         layout = make_case(seed, build_meshes=False)
         frame_center = layout.prep_center - s.prep_offset * SIZE_MM
         s.margin_offset = (layout.margin_center - frame_center) / SIZE_MM
         out.append(s)
-        vs = []
-        for k, q in enumerate(vpaths):
-            if q.exists():
-                vs.append(_load_sample(q))
-            else:
-                v = build_perturbed_sample(case, k, n_points, with_grid=variant_grid)
-                _save_sample(q, v, margin=True)
-                vs.append(v)
-        out_aug.append(vs)
+        out_aug.append([_load_sample(q) for q in vpaths])
         if (i + 1) % 50 == 0:
             print(f"  {label}: {i + 1}/{len(seeds)} cases ({time.time() - t0:.0f} s)", flush=True)
     return out, out_aug
@@ -709,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels", type=str, default="8,16,32,32", help="conv stage widths")
     ap.add_argument("--hidden", type=int, default=128, help="decoder MLP width")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="processes that build the cached cases")
     ap.add_argument(
         "--aug-variants",
         type=int,
@@ -745,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         args.points_per_case,
         "train",
         variants=args.aug_variants,
+        jobs=args.jobs,
     )
     held, held_aug = load_samples(
         list(range(HELDOUT_SEED0, HELDOUT_SEED0 + args.heldout_cases)),
@@ -752,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         "held-out",
         variants=1,
         variant_grid=True,
+        jobs=args.jobs,
     )
     held_pert = [v[0] for v in held_aug]
     times["data_s"] = time.time() - t
