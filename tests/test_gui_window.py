@@ -759,10 +759,18 @@ def test_the_real_locator_on_a_scan_without_preparation_says_why(
     np.testing.assert_allclose(w.frames["case_001"].center, picked)
 
 
-def test_crown_check_warnings_show_on_the_case(make_window, fake_workspace, qtbot, tmp_path):
+def test_crown_check_warnings_show_on_the_case(
+    make_window, fake_workspace, qtbot, tmp_path, monkeypatch
+):
     """The sphere crown is 12 mm across; a manifest that allows at most 10 mm makes every run
-    of it implausible, and the window says so in the status bar and on the case."""
+    of it implausible, and the window says so in the status bar and on the case. What the
+    model lint finds (here made up) is kept with the run and shown on the case too."""
     import json
+
+    from app.core.crown import pipeline
+
+    lint = "node 'gs': align_corners=0; the manifest's sampling says true"
+    monkeypatch.setattr(pipeline, "lint_model", lambda spec: [lint])
 
     from tests.gui_fixtures import build_colour_model, build_sphere_crown_model, write_manifest
 
@@ -781,6 +789,8 @@ def test_crown_check_warnings_show_on_the_case(make_window, fake_workspace, qtbo
     assert "3 crown check(s) to look at" in w.message_label.text()
     details = w.qa.details.toPlainText()
     assert details.count("Check the crown:") == 3 and "mesio-distal" in details
+    assert cases.read_run_info(w.cases["case_001"])["model_lint"] == [lint]
+    assert f"The model does not match its manifest: {lint}" in details
 
 
 def test_a_model_that_fails_to_load_is_reported_and_runs_fail_cleanly(

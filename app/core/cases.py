@@ -806,6 +806,10 @@ def run_case(
         "frame_source": "default" if case_frame is None else frame_source,
         "checks": crown.report.info.get("checks"),
         "warnings": crown.warnings,
+        "model_lint": [
+            *crown.report.info.get("model_lint", []),
+            *(images[0].result.report.info.get("model_lint", []) if images else []),
+        ],
         "images": {
             i.image_path.name: {
                 "roi_box": None if i.result.roi_box is None else list(i.result.roi_box),

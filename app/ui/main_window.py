@@ -924,6 +924,10 @@ class MainWindow(QtWidgets.QMainWindow):
         if outcome:
             rows.append(("This session", outcome))
         notes = [f"Check the crown: {w}" for w in (info or {}).get("warnings") or []]
+        notes += [
+            f"The model does not match its manifest: {w}"
+            for w in (info or {}).get("model_lint") or []
+        ]
         shown = self._shown if self._shown is not None and self._shown.case == name else None
         if self.store is not None and shown is not None and shown.input_hash:
             latest = self.store.latest_decisions().get(name)
