@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.errors import CrownscanError
+from app.core.fileio import file_sha256
 from app.core.paths import cache_folder
 
 PLAN_VERSION = 2
@@ -59,15 +60,6 @@ class DecoderPlan:
     @property
     def split(self) -> bool:
         return self.encoder is not None
-
-
-def file_hash(path: Path) -> str:
-    """sha256 of a model file (about 1 GB/s: cheap next to one encoder run)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_points(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -209,7 +201,7 @@ def plan_decoder(
     """The plan for a one-graph model, from the cache when this model was prepared before."""
     onnx_path = Path(onnx_path).resolve()
     params = (voxels, points, int(resolution), bool(rewrite), PLAN_VERSION)
-    key = hashlib.sha256(json.dumps([file_hash(onnx_path), *params]).encode()).hexdigest()[:24]
+    key = hashlib.sha256(json.dumps([file_sha256(onnx_path), *params]).encode()).hexdigest()[:24]
     with _memo_lock:
         known = _memo.get(key)
     if isinstance(known, DecoderPlan) and all(
@@ -255,7 +247,7 @@ def decoder_cost(onnx_path: Path, points: str) -> float | None:
 
     from app.core.crown.decoder_memory import bytes_per_point
 
-    memo_key = ("cost", file_hash(Path(onnx_path)), points)
+    memo_key = ("cost", file_sha256(Path(onnx_path)), points)
     with _memo_lock:
         if memo_key in _memo:
             return _memo[memo_key]

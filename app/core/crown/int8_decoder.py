@@ -102,11 +102,11 @@ def quantize_decoder(source: Path, target: Path) -> int:
 def int8_copy(source: Path) -> Path | str:
     """The int8 copy of decoder (or one-graph model) ``source``, made once and kept in the
     user cache keyed by the file's hash; a string saying why when there is none."""
-    from app.core.crown.decoder_plan import file_hash
+    from app.core.fileio import file_sha256
     from app.core.paths import cache_folder
 
     try:
-        folder = cache_folder("crown-int8", f"{file_hash(Path(source))[:24]}v{INT8_VERSION}")
+        folder = cache_folder("crown-int8", f"{file_sha256(Path(source))[:24]}v{INT8_VERSION}")
     except OSError as exc:
         return f"cache folder not writable: {exc}"
     target = folder / "decoder.int8.onnx"
