@@ -189,6 +189,8 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     window = MainWindow(settings, store)
     window.resize(width, height)
     window.show()
+    # the 3D panel loads pyvista (the slowest import) once the window is on the screen
+    QtCore.QTimer.singleShot(200, window.viewer3d.make_plotter)
     code = 0
     previous_hook = sys.excepthook
     sys.excepthook = unexpected_error_hook(window, log_path)

@@ -1,17 +1,22 @@
 """The 3D panel: one QtInteractor for the window's life, the scan and the crown as named actors.
 
 Meshes arrive as ready ``pyvista.PolyData`` built in a worker (:func:`mesh_to_polydata`);
-this widget only adds, replaces and removes actors on the GUI thread.
+this widget only adds, replaces and removes actors on the GUI thread. pyvista and the
+interactor are made on first use (:meth:`Viewer3D.make_plotter`), not at import: they take
+longer to load than the rest of the window, which can show first.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyvista as pv
 from PySide6 import QtCore, QtGui, QtWidgets
-from pyvistaqt import QtInteractor
+
+if TYPE_CHECKING:
+    import pyvista as pv
+    from pyvistaqt import QtInteractor
 
 STONE_COLOR = (0.70, 0.69, 0.66)
 TOOTH_COLOR = (0.98, 0.93, 0.78)
@@ -52,12 +57,16 @@ def frame_views(axes: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def box_outline(corners: np.ndarray) -> pv.PolyData:
     """The 12 edges of a box given its 8 corners in (x, y, z) binary order, as line cells."""
+    import pyvista as pv
+
     edges = [(i, i | bit) for i in range(8) for bit in (1, 2, 4) if not i & bit]
     lines = np.array([(2, i, j) for i, j in edges], dtype=np.int64).ravel()
     return pv.PolyData(np.asarray(corners, dtype=float), lines=lines)
 
 
 def mesh_to_polydata(mesh) -> pv.PolyData:
+    import pyvista as pv
+
     """A triangle mesh (``vertices`` (V,3), ``faces`` (F,3)) as PolyData with point normals.
 
     Runs in workers: building the VTK object and its normals is the slow part of showing a mesh.
@@ -83,8 +92,9 @@ class Viewer3D(QtWidgets.QWidget):
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
-        self.plotter = QtInteractor(self, auto_update=False)
-        self.plotter.set_background(BACKGROUND[0], top=BACKGROUND[1])
+        self._plotter: QtInteractor | None = None
+        self._slot = QtWidgets.QWidget()
+        self._slot.setStyleSheet(f"background: rgb{tuple(int(c * 255) for c in BACKGROUND[0])}")
         self._meshes: dict[str, pv.PolyData] = {}
         self._smooth = True
         self._render_pending = False
@@ -153,13 +163,29 @@ class Viewer3D(QtWidgets.QWidget):
         lay.setSpacing(0)
         lay.addWidget(top)
         lay.addWidget(views)
-        lay.addWidget(self.plotter, 1)
+        lay.addWidget(self._slot, 1)
 
         self.scan_check.toggled.connect(lambda on: self._set_visible("scan", on))
         self.crown_check.toggled.connect(lambda on: self._set_visible("crown", on))
         self.scan_opacity.valueChanged.connect(lambda v: self._set_opacity("scan", v / 100))
         self.crown_opacity.valueChanged.connect(lambda v: self._set_opacity("crown", v / 100))
         self.smooth_check.toggled.connect(self._set_smooth)
+
+    @property
+    def plotter(self) -> QtInteractor:
+        """The interactor, made on first use."""
+        return self._plotter if self._plotter is not None else self.make_plotter()
+
+    def make_plotter(self) -> QtInteractor:
+        """Load pyvista and put the interactor where the placeholder was (once)."""
+        if self._plotter is None:
+            from pyvistaqt import QtInteractor
+
+            self._plotter = QtInteractor(self, auto_update=False)
+            self._plotter.set_background(BACKGROUND[0], top=BACKGROUND[1])
+            self.layout().replaceWidget(self._slot, self._plotter)
+            self._slot.deleteLater()
+        return self._plotter
 
     @staticmethod
     def _slider(value: int) -> QtWidgets.QSlider:
@@ -217,6 +243,8 @@ class Viewer3D(QtWidgets.QWidget):
     def clear(self) -> None:
         for name in ("scan", "crown"):
             self._meshes.pop(name, None)
+        if self._plotter is None:
+            return
         self.plotter.remove_actor(["scan", "crown", *FRAME_ACTORS, "message"], render=False)
         self.render()
 
@@ -245,6 +273,8 @@ class Viewer3D(QtWidgets.QWidget):
         """
         self.plotter.remove_actor(list(FRAME_ACTORS), render=False)
         if corners is not None:
+            import pyvista as pv
+
             box = np.asarray(corners, dtype=float).reshape(8, 3)
             centre = box.mean(axis=0)
             size = float(np.linalg.norm(box[4] - box[0]))
@@ -440,7 +470,7 @@ class Viewer3D(QtWidgets.QWidget):
     def shutdown(self) -> None:
         """Close the plotter for good (finalizes the render window); call once at window close."""
         self._meshes.clear()
-        if not getattr(self.plotter, "_closed", True):
+        if self._plotter is not None and not getattr(self._plotter, "_closed", True):
             if self.pick_action.isChecked():
                 self.pick_action.setChecked(False)
             self.plotter.clear()
