@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=8, help="largest dynamic batch (0 = none)")
     p.add_argument("--trt-cache", default="", help="TensorRT engine cache folder on the server")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
     p = sub.add_parser("bench", help="time the crown or segmentation paths on this machine")
     p.add_argument("pipeline", choices=("crown", "segment"), help="which pipeline to time")
     p.add_argument("--resolution", type=int, default=256, help="crown generation resolution")

@@ -79,3 +79,23 @@ def test_bundled_models_listed() -> None:
     )
     kinds = {m["kind"] for m in json.loads(proc.stdout)["models"]}
     assert kinds == {"crown", "segmentation"}
+
+
+def test_every_command_takes_debug():
+    """main() reads --debug on every error; a command without it turns a clear one-line error
+    into an AttributeError (serve-repo lost it once in a merge)."""
+    import argparse
+
+    from app.cli import COMMANDS, build_parser
+
+    def leaves(parser: argparse.ArgumentParser, name: str):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield name, parser
+        for sub in subs:
+            for child, p in sub.choices.items():
+                yield from leaves(p, f"{name} {child}".strip())
+
+    found = dict(leaves(build_parser(), ""))
+    assert {name.split()[0] for name in found} == set(COMMANDS)
+    assert [n for n, p in found.items() if "--debug" not in p._option_string_actions] == []
