@@ -32,6 +32,7 @@ from app.core.runtime import RuntimeConfig, SessionPool  # noqa: E402
 from app.core.segment.imageio import load_image  # noqa: E402
 from app.core.segment.pipeline import segment_image  # noqa: E402
 from app.core.triton_repo import RepoOptions, write_repository  # noqa: E402
+from benchmarks.bench_segment import median_ms  # noqa: E402
 
 CPU = RuntimeConfig(preference=("cpu",), intra_op_threads=1)
 SAMPLE = REPO / "resources" / "samples" / "case_001"
@@ -39,15 +40,6 @@ SAMPLE = REPO / "resources" / "samples" / "case_001"
 
 def _mb(n: float) -> str:
     return f"{n / 2**20:.2f}"
-
-
-def _timed(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
 
 
 def per_case(server, repeats: int, crown_res: int) -> None:
@@ -67,7 +59,7 @@ def per_case(server, repeats: int, crown_res: int) -> None:
     for name, run in cases.items():
         local_pool = SessionPool(CPU)
         run(local_pool)  # warm: sessions, split plan
-        local = _timed(lambda r=run, p=local_pool: r(p), repeats)
+        local = median_ms(lambda r=run, p=local_pool: r(p), repeats)
         del local_pool  # its sessions' memory, before the server's grows
         gc.collect()
         print(f"{name:<18} {'local':<10} {local:9.0f} {1.0:8.2f}")
@@ -75,7 +67,7 @@ def per_case(server, repeats: int, crown_res: int) -> None:
             pool = RemotePool(parse_server(f"{protocol}://{address}", timeout_s=900), CPU)
             run(pool)
             before = {k: (t.requests, t.sent, t.received) for k, t in pool.traffic().items()}
-            ms = _timed(lambda r=run, p=pool: r(p), repeats)
+            ms = median_ms(lambda r=run, p=pool: r(p), repeats)
             req = sent = recv = largest = 0
             for key, t in pool.traffic().items():
                 r0, s0, v0 = before.get(key, (0, 0, 0))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.errors import CrownscanError, ModelError
+from app.core.fileio import file_sha256
 from app.core.manifest import CrownModel, ModelListing, ModelSpec, scan_models
 from app.core.paths import user_cache_dir
 
@@ -31,11 +32,7 @@ def _file_digest(path: Path) -> str:
         found = _digests.get(key)
     if found is not None:
         return found
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = file_sha256(path)
     with _lock:
         _digests[key] = digest
     return digest
