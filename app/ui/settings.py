@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
+from app.core.distances import DistanceLimits
 from app.core.paths import bundled_models_dir
 from app.core.remote import ENV_VAR, ServerConfig, make_pool, parse_server, server_from_env
 from app.core.runtime import RuntimeConfig, SessionPool
@@ -35,6 +36,7 @@ class AppSettings:
     ``smoothing`` "model" keeps the manifest's smoothing; ``roi`` "model" follows the manifest.
     ``server`` (a Triton server URL; empty: ``$CROWNSCAN_SERVER``, else this machine) runs
     the models remotely, falling back to this machine only with ``server_fallback``.
+    ``contact_max_mm`` and ``clearance_min_mm`` are the distance map's limits.
     """
 
     models_dir: str = ""
@@ -51,6 +53,8 @@ class AppSettings:
     roi: str = "model"
     overlay_opacity: float = 0.5
     overlay_mode: str = "fill"
+    contact_max_mm: float = DistanceLimits.contact_max_mm
+    clearance_min_mm: float = DistanceLimits.clearance_min_mm
     recent_workspaces: list[str] = field(default_factory=list)
     last_workspace: str = ""
 
@@ -73,6 +77,9 @@ class AppSettings:
             logging.getLogger("crownscan").warning("%s: %s (running locally)", ENV_VAR, exc)
             server = None
         return make_pool(self.runtime_config(), server)
+
+    def distance_limits(self) -> DistanceLimits:
+        return DistanceLimits(self.contact_max_mm, self.clearance_min_mm)
 
     def roi_flag(self) -> bool | None:
         return {"model": None, "on": True, "off": False}[self.roi]
@@ -171,6 +178,11 @@ def load_settings(store: QtCore.QSettings | None = None) -> AppSettings:
     if out.overlay_mode not in ("fill", "contour"):
         out.overlay_mode = "fill"
     out.overlay_opacity = min(1.0, max(0.0, out.overlay_opacity))
+    try:
+        out.distance_limits()
+    except ValueError:
+        out.contact_max_mm = AppSettings.contact_max_mm
+        out.clearance_min_mm = AppSettings.clearance_min_mm
     out.server_timeout_s = max(1, out.server_timeout_s)
     try:
         parse_server(out.server) if out.server else None
@@ -264,6 +276,17 @@ class SettingsDialog(QtWidgets.QDialog):
         row.addWidget(self.mode_combo)
         form.addRow("Overlay opacity / mode", row)
 
+        self.contact_spin = self._mm_spin(settings.contact_max_mm, 0.01, 2.0)
+        self.contact_spin.setToolTip("Proximal contact: distance to a neighbour from 0 to this")
+        self.clearance_spin = self._mm_spin(settings.clearance_min_mm, 0.1, 4.0)
+        self.clearance_spin.setToolTip("Occlusal clearance: least distance to the antagonist")
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(QtWidgets.QLabel("contact 0 –"))
+        row.addWidget(self.contact_spin)
+        row.addWidget(QtWidgets.QLabel("clearance ≥"))
+        row.addWidget(self.clearance_spin)
+        form.addRow("Distance map limits", row)
+
         buttons = QtWidgets.QDialogButtonBox(
             QtWidgets.QDialogButtonBox.StandardButton.Ok
             | QtWidgets.QDialogButtonBox.StandardButton.Cancel
@@ -271,6 +294,16 @@ class SettingsDialog(QtWidgets.QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    @staticmethod
+    def _mm_spin(value: float, low: float, high: float) -> QtWidgets.QDoubleSpinBox:
+        spin = QtWidgets.QDoubleSpinBox()
+        spin.setDecimals(2)
+        spin.setRange(low, high)
+        spin.setSingleStep(0.05)
+        spin.setSuffix(" mm")
+        spin.setValue(value)
+        return spin
 
     def accept(self) -> None:
         text = self.server_edit.text().strip()
@@ -300,4 +333,6 @@ class SettingsDialog(QtWidgets.QDialog):
         s.roi = self.roi_combo.currentText()
         s.overlay_opacity = self.opacity_spin.value()
         s.overlay_mode = self.mode_combo.currentText()
+        s.contact_max_mm = self.contact_spin.value()
+        s.clearance_min_mm = self.clearance_spin.value()
         return s

@@ -89,6 +89,7 @@ class Viewer3D(QtWidgets.QWidget):
 
     screenshot_saved = QtCore.Signal(str)
     centre_picked = QtCore.Signal(object)
+    meshes_changed = QtCore.Signal()
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -102,6 +103,8 @@ class Viewer3D(QtWidgets.QWidget):
         self.software_gl = False
         self.current_view: str | None = None
         self._view_axes: np.ndarray | None = None
+        self.frame_directions: tuple[np.ndarray, np.ndarray] | None = None
+        self.crown_colors: np.ndarray | None = None
 
         self.scan_check = QtWidgets.QCheckBox("Scan")
         self.scan_check.setChecked(True)
@@ -134,6 +137,7 @@ class Viewer3D(QtWidgets.QWidget):
         self.frame_check.toggled.connect(self._show_frame_overlays)
         top.addWidget(self.frame_check)
         views = QtWidgets.QToolBar("3D views")
+        self.views_toolbar = views
         for name in VIEWS:
             act = views.addAction(name)
             act.setToolTip(f"{name} view")
@@ -212,6 +216,9 @@ class Viewer3D(QtWidgets.QWidget):
                 if name == "scan"
                 else (TOOTH_COLOR, self.crown_check, self.crown_opacity)
             )
+            colors = self.crown_colors if name == "crown" else None
+            if colors is not None and len(colors) != poly.n_points:
+                colors = self.crown_colors = None
             actor = self.plotter.add_mesh(
                 poly,
                 name=name,
@@ -225,7 +232,8 @@ class Viewer3D(QtWidgets.QWidget):
                 reset_camera=False,
                 render=False,
                 show_scalar_bar=False,
-                scalars=None,
+                scalars=colors,
+                rgb=colors is not None,
             )
             actor.SetVisibility(check.isChecked())
             self._apply_shading(actor)
@@ -233,6 +241,31 @@ class Viewer3D(QtWidgets.QWidget):
             self.reset_camera()
         else:
             self.render()
+        self.meshes_changed.emit()
+
+    def mesh(self, name: str) -> pv.PolyData | None:
+        """The PolyData shown as ``name`` ("scan" or "crown"), or None."""
+        return self._meshes.get(name)
+
+    def paint_crown(self, colors: np.ndarray | None) -> None:
+        """Colour the crown per vertex ((N, 3) uint8, one row per crown point), or plainly."""
+        self.crown_colors = None if colors is None else np.asarray(colors, dtype=np.uint8)
+        crown = self._meshes.get("crown")
+        if crown is not None:
+            self.set_mesh("crown", crown)
+
+    def set_legend(self, entries: list[tuple[str, tuple[int, int, int]]] | None) -> None:
+        """A legend of coloured entries (text, RGB 0-255) in the view's corner, or none."""
+        self.plotter.remove_legend(render=False)
+        if entries:
+            self.plotter.add_legend(
+                [[text, tuple(c / 255 for c in rgb)] for text, rgb in entries],
+                bcolor=(0.1, 0.1, 0.12),
+                size=(0.32, 0.04 + 0.05 * len(entries)),
+                loc="lower right",
+                face="rectangle",
+            )
+        self.render()
 
     def set_scan(self, poly: pv.PolyData | None, *, reset: bool = True) -> None:
         self.set_mesh("scan", poly, reset=reset)
@@ -247,6 +280,7 @@ class Viewer3D(QtWidgets.QWidget):
             return
         self.plotter.remove_actor(["scan", "crown", *FRAME_ACTORS, "message"], render=False)
         self.render()
+        self.meshes_changed.emit()
 
     def set_message(self, text: str | None) -> None:
         """A line of text in the 3D view (why nothing is shown), or none."""
@@ -272,6 +306,11 @@ class Viewer3D(QtWidgets.QWidget):
         frame set for this case, not the model's default). None removes the outline.
         """
         self.plotter.remove_actor(list(FRAME_ACTORS), render=False)
+        self.frame_directions = (
+            None
+            if occlusal is None or mesial is None
+            else (np.asarray(mesial, dtype=float), np.asarray(occlusal, dtype=float))
+        )
         if corners is not None:
             import pyvista as pv
 
@@ -321,6 +360,7 @@ class Viewer3D(QtWidgets.QWidget):
 
     def _set_picking(self, on: bool) -> None:
         if on:
+            self.plotter.disable_picking()  # one picker at a time (the measuring tool's)
             self.plotter.enable_surface_point_picking(
                 callback=self._picked,
                 show_message=False,
