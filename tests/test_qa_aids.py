@@ -97,3 +97,102 @@ def test_measure_two_picked_points(viewer3d, qtbot):
     viewer3d.pick_action.setChecked(True)  # the two pickers never run together
     assert not tool.action.isChecked() and not tool.points
     viewer3d.pick_action.setChecked(False)
+
+
+PALETTE = [(0, 0, 0), (230, 220, 190), (200, 60, 60)]
+
+
+@pytest.fixture
+def mask_panel(qapp, qtbot, tmp_path):
+    """A 2D panel showing one 64 x 48 image with an all-background model mask on disk."""
+    from app.core.segment.imageio import save_label_png
+    from app.ui.mask_editor import MaskEditor
+    from app.ui.viewer2d import ImageEntry, Viewer2D
+
+    image = tmp_path / "img.png"
+    image.write_bytes(b"stand-in input")
+    model_mask = tmp_path / "output" / "img_mask.png"
+    model_mask.parent.mkdir()
+    labels = np.zeros((48, 64), np.uint8)
+    labels[:, 56:] = 1
+    save_label_png(model_mask, labels, PALETTE)
+    v = Viewer2D()
+    v.resize(640, 560)
+    qtbot.addWidget(v)
+    v.show()
+    v.set_classes(["background", "tooth", "gum"], PALETTE)
+    rgb = np.full((48, 64, 3), 90, np.uint8)
+    v.set_images([ImageEntry(image, rgb, labels.copy())])
+    editor = MaskEditor(v, lambda img: model_mask, lambda: [image])
+    return v, editor, model_mask
+
+
+def drag(view, points, qtbot) -> None:
+    """Press, move through and release at image positions (pixel centres), as a mouse would."""
+    from PySide6 import QtCore, QtGui, QtWidgets
+
+    vp = view.viewport()
+    left, none = QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.MouseButton.NoButton
+    kinds = (
+        [QtCore.QEvent.Type.MouseButtonPress]
+        + [QtCore.QEvent.Type.MouseMove] * (len(points) - 1)
+        + [QtCore.QEvent.Type.MouseButtonRelease]
+    )
+    for kind, (x, y) in zip(kinds, [*points, points[-1]], strict=True):
+        pos = QtCore.QPointF(view.mapFromScene(QtCore.QPointF(x + 0.5, y + 0.5)))
+        button = none if kind == QtCore.QEvent.Type.MouseMove else left
+        buttons = none if kind == QtCore.QEvent.Type.MouseButtonRelease else left
+        event = QtGui.QMouseEvent(
+            kind, pos, vp.mapToGlobal(pos), button, buttons, QtCore.Qt.KeyboardModifier.NoModifier
+        )
+        QtWidgets.QApplication.sendEvent(vp, event)
+    qtbot.wait(10)
+
+
+def test_brush_stroke_saved_and_reloaded_as_class_ids(mask_panel, qtbot):
+    from app.core.segment.imageio import read_label_palette, read_label_png
+
+    v, editor, model_mask = mask_panel
+    model_bytes = model_mask.read_bytes()
+    editor.radius_spin.setValue(3)
+    editor.class_combo.setCurrentIndex(2)
+    editor.brush_action.trigger()
+    drag(v.view, [(10, 20), (25, 20), (40, 20)], qtbot)
+    labels = v.current_entry().labels
+    assert np.all(labels[18:23, 10:41] == 2)  # the stroke, its full width, no gaps
+    assert np.all(labels[:16, :56] == 0) and np.all(labels[25:, :56] == 0)
+    assert np.all(labels[:, 56:] == 1)  # the model's other class is untouched
+    shown = v.composite[20, 25]
+    assert shown[0] > shown[1]  # the overlay shows the new class (reddish) at once
+    # the eraser paints background; undo takes back that whole stroke
+    before_erase = labels.copy()
+    editor.eraser_action.trigger()
+    assert not editor.brush_action.isChecked()
+    drag(v.view, [(20, 20), (30, 20)], qtbot)
+    assert np.all(v.current_entry().labels[20, 20:31] == 0)
+    editor.undo_action.trigger()
+    np.testing.assert_array_equal(v.current_entry().labels, before_erase)
+    path = editor.save()
+    assert path == model_mask.with_name("img_mask_corrected.png")
+    np.testing.assert_array_equal(read_label_png(path), before_erase)
+    assert read_label_palette(path) == read_label_palette(model_mask)
+    assert model_mask.read_bytes() == model_bytes  # the model's mask is kept as it was
+    assert not editor.save_action.isEnabled()
+    # a second undo goes back to the model's mask
+    editor.undo_action.trigger()
+    assert not v.current_entry().labels[:, :56].any()
+    assert editor.save_action.isEnabled()
+
+
+def test_mask_save_never_writes_an_input(mask_panel, qtbot):
+    v, editor, model_mask = mask_panel
+    target = model_mask.with_name("img_mask_corrected.png")
+    target.write_bytes(b"an input that happens to sit there")
+    editor.inputs = lambda: [target]
+    editor.brush_action.trigger()
+    drag(v.view, [(5, 5), (6, 5)], qtbot)
+    assert editor.save() is None
+    assert target.read_bytes() == b"an input that happens to sit there"
+    assert "NOT saved" in editor.state.text()
+    editor.brush_action.trigger()  # off: the view pans again
+    assert v.view.dragMode() == v.view.DragMode.ScrollHandDrag

@@ -133,6 +133,8 @@ class ImageView(QtWidgets.QGraphicsView):
 class Viewer2D(QtWidgets.QWidget):
     """Thumbnail strip, image view with overlay, and the overlay controls with a class legend."""
 
+    classes_changed = QtCore.Signal()
+
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.entries: list[ImageEntry] = []
@@ -188,6 +190,7 @@ class Viewer2D(QtWidgets.QWidget):
         bars.setSpacing(0)
         bars.addWidget(controls)
         bars.addWidget(self.legend_toolbar)
+        self.tool_bars = bars
 
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -236,6 +239,7 @@ class Viewer2D(QtWidgets.QWidget):
             cb.toggled.connect(self.refresh)
             self._legend_actions.append(self.legend_toolbar.addWidget(cb))
             self.class_checks.append(cb)
+        self.classes_changed.emit()
 
     def set_overlay_defaults(self, opacity: float, mode: str) -> None:
         self.opacity.setValue(round(opacity * 100))
