@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from distance_cases import facing, gap_case
+from gui_fixtures import *  # noqa: F403
+from gui_fixtures import wait_for
 
 from app.core.distances import DistanceLimits, occlusal_bands, proximal_bands
 
@@ -196,3 +198,40 @@ def test_mask_save_never_writes_an_input(mask_panel, qtbot):
     assert "NOT saved" in editor.state.text()
     editor.brush_action.trigger()  # off: the view pans again
     assert v.view.dragMode() == v.view.DragMode.ScrollHandDrag
+
+
+def test_corrected_mask_is_recorded_with_the_decision(make_window, fake_workspace, qtbot, tmp_path):
+    from app.core.qa_store import Decision, QaStore
+    from app.core.segment.imageio import read_label_png
+
+    w = make_window(fake_workspace)
+    w.select_case("case_001")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    with qtbot.waitSignal(w.run_finished, timeout=120000):
+        w.run_button.click()
+    wait_for(qtbot, lambda: w.viewer2d.current_entry() is not None)
+    wait_for(qtbot, lambda: w.viewer2d.current_entry().labels is not None)
+    menu_texts = [a.text() for m in w.menuBar().actions() if m.menu() for a in m.menu().actions()]
+    assert {"Contacts", "Clearance", "Measure"} <= set(menu_texts)
+    case, entry, editor = w.cases["case_001"], w.viewer2d.current_entry(), w.aids.masks
+    model_mask = case.mask_path(entry.path)
+    editor.class_combo.setCurrentIndex(1)
+    editor.radius_spin.setValue(4)
+    editor.brush_action.trigger()
+    drag(w.viewer2d.view, [(20, 20), (60, 20)], qtbot)
+    saved = editor.save()
+    assert saved == model_mask.with_name(f"{model_mask.stem}_corrected.png")
+    assert np.all(read_label_png(saved)[20, 20:61] == 1)
+    record = w.decisions.decide(Decision.REJECTED, "mask misses the margin")
+    expected = (f"output/{saved.name}",)
+    assert record.corrected_masks == expected
+    with QaStore(fake_workspace) as store:
+        assert store.history("case_001")[-1].corrected_masks == expected
+    report = tmp_path / "qa.csv"
+    w.decisions.export_report(report)
+    assert expected[0] in report.read_text()
+    # a re-run replaces the model's masks: the old correction no longer belongs to the result
+    w.runs.confirm_rerun = lambda name: True
+    with qtbot.waitSignal(w.run_finished, timeout=120000):
+        w.run_button.click()
+    assert w.decisions.decide(Decision.APPROVED).corrected_masks == ()

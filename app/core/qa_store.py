@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import getpass
 import io
+import json
 import random
 import sqlite3
 import time
@@ -48,6 +49,8 @@ class QaRecord:
 
     ``input_hash`` is the inputs' hash when the decision was made, ``run_input_hash`` the one
     the judged run recorded (empty when unknown: a run from before runs recorded it).
+    ``corrected_masks`` are the hand-corrected masks saved for the judged run, as paths
+    relative to the case folder.
     """
 
     case: str
@@ -65,6 +68,7 @@ class QaRecord:
     id: int | None = None
     superseded: str = ""
     """When a later run replaced the outputs this decision judged (empty: still current)."""
+    corrected_masks: tuple[str, ...] = ()
 
     @property
     def inputs_changed_since_run(self) -> bool | None:
@@ -98,6 +102,7 @@ CSV_COLUMNS = [
     "input_hash",
     "run_input_hash",
     "inputs_changed_since_run",
+    "corrected_masks",
 ]
 HISTORY_COLUMNS = [*CSV_COLUMNS, "superseded"]
 
@@ -145,6 +150,8 @@ _ADDED_COLUMNS = {
     "decisions": {
         "run_input_hash": "TEXT NOT NULL DEFAULT ''",
         "superseded": "TEXT NOT NULL DEFAULT ''",
+        # corrected_masks: a JSON list of the corrected masks' paths (in the case folder)
+        "corrected_masks": "TEXT NOT NULL DEFAULT ''",
     },
 }
 BUSY_TIMEOUT_S = 5.0
@@ -328,8 +335,8 @@ class QaStore:
         )
         row_id = self._write(
             "INSERT INTO decisions (case_name, decision, note, time, user, crown_model,"
-            " crown_version, seg_model, seg_version, provider, input_hash, run_input_hash)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " crown_version, seg_model, seg_version, provider, input_hash, run_input_hash,"
+            " corrected_masks) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 rec.case,
                 rec.decision.value,
@@ -343,6 +350,7 @@ class QaStore:
                 rec.provider,
                 rec.input_hash,
                 rec.run_input_hash,
+                json.dumps(list(rec.corrected_masks)) if rec.corrected_masks else "",
             ),
         )
         return dataclasses.replace(rec, id=row_id)
@@ -431,11 +439,12 @@ class QaStore:
             input_hash=row[11],
             run_input_hash=row[12],
             superseded=row[13],
+            corrected_masks=tuple(json.loads(row[14])) if row[14] else (),
         )
 
     _COLS = (
         "id, case_name, decision, note, time, user, crown_model, crown_version, seg_model,"
-        " seg_version, provider, input_hash, run_input_hash, superseded"
+        " seg_version, provider, input_hash, run_input_hash, superseded, corrected_masks"
     )
 
     def history(self, case: str | None = None) -> list[QaRecord]:
@@ -500,6 +509,7 @@ def _csv_bytes(columns: list[str], records: Iterable[QaRecord]) -> bytes:
             **dataclasses.asdict(r),
             "decision": r.decision.value,
             "inputs_changed_since_run": changed,
+            "corrected_masks": ";".join(r.corrected_masks),
         }
         writer.writerow([row[c] for c in columns])
     return buf.getvalue().encode("utf-8")

@@ -65,6 +65,7 @@ class DistanceMap(QtCore.QObject):
         for act in self.actions.values():
             viewer.views_toolbar.addAction(act)
         viewer.meshes_changed.connect(self._meshes_changed)
+        viewer.closing.connect(self.shutdown)
 
     @property
     def mode(self) -> str | None:

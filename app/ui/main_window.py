@@ -29,6 +29,7 @@ from .case_view import CaseView, case_stamp, load_case_view
 from .details import result_notes, run_rows
 from .frame_controller import FINE_TURN_DEG, FrameController
 from .model_controller import ModelController
+from .qa_aids import install_qa_aids
 from .qa_controller import QaController
 from .qa_panel import QaPanel
 from .run_controller import RunController
@@ -93,6 +94,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self._build_ui()
         self._build_actions()
+        self.aids = install_qa_aids(self)
         self.models.load_models()
         self.resize(1500, 920)
 
@@ -585,6 +587,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings = new
         save_settings(new, self.qsettings)
         self.viewer2d.set_overlay_defaults(new.overlay_opacity, new.overlay_mode)
+        self.aids.distances.refresh()
         keys = ("providers", "cpu_threads", "models_dir", "server", "server_fallback")
         if any(getattr(old, k) != getattr(new, k) for k in keys):
             self.pool = new.session_pool()

@@ -14,6 +14,7 @@ from PySide6 import QtCore, QtWidgets
 from app.core import case_run
 from app.core.errors import CrownscanError
 from app.core.qa_store import Decision, QaRecord, history_csv_path
+from app.core.segment.mask_edit import corrected_masks
 from app.core.workspace import CaseStatus, input_hash, is_pending
 
 from .details import STALE_RESULT
@@ -85,6 +86,7 @@ class QaController(QtCore.QObject):
                     provider=",".join(info.get("providers") or self.win.providers),
                     input_hash=now_hash,
                     run_input_hash=run_hash,
+                    corrected_masks=corrected_masks(case),
                 )
             )
         except CrownscanError as exc:

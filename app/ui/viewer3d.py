@@ -90,6 +90,7 @@ class Viewer3D(QtWidgets.QWidget):
     screenshot_saved = QtCore.Signal(str)
     centre_picked = QtCore.Signal(object)
     meshes_changed = QtCore.Signal()
+    closing = QtCore.Signal()
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -509,6 +510,7 @@ class Viewer3D(QtWidgets.QWidget):
 
     def shutdown(self) -> None:
         """Close the plotter for good (finalizes the render window); call once at window close."""
+        self.closing.emit()
         self._meshes.clear()
         if self._plotter is not None and not getattr(self._plotter, "_closed", True):
             if self.pick_action.isChecked():

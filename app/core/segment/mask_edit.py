@@ -11,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.core.segment.imageio import save_label_png
+
+if TYPE_CHECKING:
+    from app.core.workspace import Case
 
 BACKGROUND = 0
 CORRECTED_SUFFIX = "_corrected"
@@ -135,3 +139,21 @@ def save_corrected_mask(
         target, np.ascontiguousarray(labels, dtype=np.uint8), palette, [model_mask, *inputs]
     )
     return target
+
+
+def corrected_masks(case: Case) -> tuple[str, ...]:
+    """The corrected masks of ``case`` made for its current run, as paths in its folder.
+
+    A corrected mask older than the model's mask it corrects was made for an earlier run and
+    is left out (the re-run replaced the mask it was painted over).
+    """
+    out = []
+    for image in case.images:
+        model_mask = case.mask_path(image)
+        corrected = corrected_mask_path(model_mask)
+        try:
+            if corrected.stat().st_mtime_ns >= model_mask.stat().st_mtime_ns:
+                out.append(corrected.relative_to(case.folder).as_posix())
+        except OSError:
+            continue
+    return tuple(out)
