@@ -65,10 +65,11 @@ def test_distance_map_shows_the_known_gaps(viewer3d, qtbot):
     assert not dmap.actions["proximal"].isChecked()
     too_close = occlusal_bands(limits)[1]
     assert {tuple(c) for c in crown_rgb(viewer3d)[side["top"]]} == {too_close.color}
-    assert viewer3d.plotter.legend is not None
+    legend = viewer3d.legend.text()
+    assert viewer3d.legend.isVisible() and "antagonist" in legend and "too close (0–1 mm)" in legend
     dmap.set_mode(None)
     assert viewer3d.actor("crown").GetMapper().GetInput().GetPointData().GetScalars() is None
-    assert viewer3d.plotter.legend is None
+    assert not viewer3d.legend.isVisible()
     # a new crown drops the old distances and, with the map on, computes its own
     dmap.set_mode("proximal")
     with qtbot.waitSignal(dmap.computed, timeout=60000):

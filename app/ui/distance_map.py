@@ -132,8 +132,8 @@ class DistanceMap(QtCore.QObject):
         values = getattr(self.distances, mode)
         base = tuple(int(c * 255) for c in TOOTH_COLOR)
         self.viewer.paint_crown(band_colors(values, bands, base))
-        title = "to neighbours" if mode == "proximal" else "to antagonist"
-        self.viewer.set_legend([(title, (255, 255, 255))] + [(b.label, b.color) for b in bands])
+        title = "Distance to neighbours" if mode == "proximal" else "Distance to antagonist"
+        self.viewer.set_legend(title, [(b.label, b.color) for b in bands])
 
     def refresh(self) -> None:
         """Recolour with the current limits (after the settings changed)."""

@@ -8,6 +8,7 @@ longer to load than the rest of the window, which can show first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -169,6 +170,11 @@ class Viewer3D(QtWidgets.QWidget):
         lay.addWidget(top)
         lay.addWidget(views)
         lay.addWidget(self._slot, 1)
+        self.legend = QtWidgets.QLabel()
+        self.legend.setObjectName("distanceLegend")
+        self.legend.setTextFormat(QtCore.Qt.TextFormat.RichText)
+        self.legend.hide()
+        lay.addWidget(self.legend)
 
         self.scan_check.toggled.connect(lambda on: self._set_visible("scan", on))
         self.crown_check.toggled.connect(lambda on: self._set_visible("crown", on))
@@ -255,18 +261,20 @@ class Viewer3D(QtWidgets.QWidget):
         if crown is not None:
             self.set_mesh("crown", crown)
 
-    def set_legend(self, entries: list[tuple[str, tuple[int, int, int]]] | None) -> None:
-        """A legend of coloured entries (text, RGB 0-255) in the view's corner, or none."""
-        self.plotter.remove_legend(render=False)
-        if entries:
-            self.plotter.add_legend(
-                [[text, tuple(c / 255 for c in rgb)] for text, rgb in entries],
-                bcolor=(0.1, 0.1, 0.12),
-                size=(0.32, 0.04 + 0.05 * len(entries)),
-                loc="lower right",
-                face="rectangle",
-            )
-        self.render()
+    def set_legend(
+        self, title: str | None, entries: Sequence[tuple[str, tuple[int, int, int]]] = ()
+    ) -> None:
+        """A strip under the view naming what each colour means (text, RGB 0-255); None hides."""
+        if title is None:
+            self.legend.clear()
+            self.legend.hide()
+            return
+        swatches = "&nbsp;&nbsp;".join(
+            f'<span style="color: rgb{tuple(rgb)}">&#9632;</span>&nbsp;{text}'
+            for text, rgb in entries
+        )
+        self.legend.setText(f"<b>{title}</b>&nbsp;&nbsp;{swatches}")
+        self.legend.show()
 
     def set_scan(self, poly: pv.PolyData | None, *, reset: bool = True) -> None:
         self.set_mesh("scan", poly, reset=reset)
