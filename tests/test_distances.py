@@ -62,6 +62,22 @@ def test_split_puts_the_other_jaw_and_the_neighbours_apart():
     assert not set(near) & set(opposite)
 
 
+def test_a_separate_part_within_the_crown_ends_is_the_preparation():
+    """A segmented preparation piece reaching the crown's ends is no neighbour, even where it
+    passes the crown's mesial end; a piece reaching past the ends stays a neighbour."""
+    case = gap_case()
+    collar = trimesh.creation.box(extents=(9.0, 0.3, 2.0))
+    collar.apply_translation((0.0, -4.5, 0.0))
+    scan = trimesh.util.concatenate([case.scan, collar])
+    near, _ = split_scan(case.crown.vertices, scan.vertices, scan.faces, MESIAL, OCCLUSAL)
+    assert not set(near) & set(range(len(case.scan.faces), len(scan.faces)))
+    longer = trimesh.creation.box(extents=(14.0, 0.3, 2.0))
+    longer.apply_translation((0.0, -4.5, 0.0))
+    scan = trimesh.util.concatenate([case.scan, longer])
+    near, _ = split_scan(case.crown.vertices, scan.vertices, scan.faces, MESIAL, OCCLUSAL)
+    assert set(near) & set(range(len(case.scan.faces), len(scan.faces)))
+
+
 def test_pruned_distances_match_every_triangle_checked():
     case = gap_case(mesial_gap=-0.1)
     sphere = trimesh.creation.icosphere(subdivisions=2, radius=2.0)

@@ -67,6 +67,7 @@ def test_distance_map_shows_the_known_gaps(viewer3d, qtbot):
     assert {tuple(c) for c in crown_rgb(viewer3d)[side["top"]]} == {too_close.color}
     legend = viewer3d.legend.text()
     assert viewer3d.legend.isVisible() and "antagonist" in legend and "too close (0–1 mm)" in legend
+    assert "overlap (&lt; 0 mm)" in legend  # escaped, not read as a tag
     dmap.set_mode(None)
     assert viewer3d.actor("crown").GetMapper().GetInput().GetPointData().GetScalars() is None
     assert not viewer3d.legend.isVisible()

@@ -9,7 +9,9 @@ mesial and occlusal axes, in scan mm):
   top (the other jaw is a separate piece of a merged scan);
 - **neighbours**: the rest, restricted to triangles beyond the crown's mesial and distal ends
   less ``inset_mm`` (so a slight overlap still counts) and above its base plus ``base_mm``
-  (the preparation and the gingiva under the crown are left out).
+  (the preparation and the gingiva under the crown are left out). A separate part of the
+  scan that lies within the crown's ends (plus ``prep_slack_mm``) along the arch is the
+  preparation (teeth segmented apart) and is left out whole.
 
 Distances are signed by the facing triangle's normal: negative where the crown point lies
 behind the neighbour's or antagonist's surface (an overlap). Distances beyond ``max_mm`` are
@@ -144,6 +146,7 @@ def split_scan(
     occlusal: np.ndarray,
     inset_mm: float = 0.5,
     base_mm: float = 1.0,
+    prep_slack_mm: float = 2.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(neighbour faces, antagonist faces) of the scan, as indices into ``scan_faces``.
 
@@ -156,16 +159,21 @@ def split_scan(
     o = np.asarray(occlusal, dtype=np.float64) / np.linalg.norm(occlusal)
     crown = np.asarray(crown_vertices, dtype=np.float64)
     top = float((crown @ o).max())
+    lo, hi = float((crown @ m).min()), float((crown @ m).max())
+    along_v = np.asarray(scan_vertices, dtype=np.float64) @ m
     antagonist = np.zeros(len(faces), dtype=bool)
+    preparation = np.zeros(len(faces), dtype=bool)
     for part in split_parts(scan_vertices, faces):
+        span = along_v[faces[part.faces]]
         if float(part.centroid @ o) > top:
             antagonist[part.faces] = True
+        elif span.min() > lo - prep_slack_mm and span.max() < hi + prep_slack_mm:
+            preparation[part.faces] = True
     centroids = _triangles(scan_vertices, faces).mean(axis=1)
     along, up = centroids @ m, centroids @ o
-    lo, hi = float((crown @ m).min()), float((crown @ m).max())
     beyond_ends = (along < lo + inset_mm) | (along > hi - inset_mm)
     above_base = up > float((crown @ o).min()) + base_mm
-    neighbours = ~antagonist & beyond_ends & above_base
+    neighbours = ~antagonist & ~preparation & beyond_ends & above_base
     return np.flatnonzero(neighbours), np.flatnonzero(antagonist)
 
 

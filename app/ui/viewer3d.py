@@ -8,6 +8,7 @@ longer to load than the rest of the window, which can show first.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -270,10 +271,10 @@ class Viewer3D(QtWidgets.QWidget):
             self.legend.hide()
             return
         swatches = "&nbsp;&nbsp;".join(
-            f'<span style="color: rgb{tuple(rgb)}">&#9632;</span>&nbsp;{text}'
+            f'<span style="color: rgb{tuple(rgb)}">&#9632;</span>&nbsp;{html.escape(text)}'
             for text, rgb in entries
         )
-        self.legend.setText(f"<b>{title}</b>&nbsp;&nbsp;{swatches}")
+        self.legend.setText(f"<b>{html.escape(title)}</b>&nbsp;&nbsp;{swatches}")
         self.legend.show()
 
     def set_scan(self, poly: pv.PolyData | None, *, reset: bool = True) -> None:
