@@ -39,6 +39,7 @@ def show_gap_case(viewer, **gaps):
 def crown_rgb(viewer) -> np.ndarray:
     from vtk.util.numpy_support import vtk_to_numpy
 
+    viewer.plotter.render()  # the mapper reads its input when drawn
     scalars = viewer.actor("crown").GetMapper().GetInput().GetPointData().GetScalars()
     return vtk_to_numpy(scalars)
 
@@ -63,12 +64,14 @@ def test_distance_map_shows_the_known_gaps(viewer3d, qtbot):
     # clearance: the same crown, recoloured from the distances already computed
     dmap.actions["occlusal"].trigger()
     assert not dmap.actions["proximal"].isChecked()
+    assert dmap.button.text() == "Clearance"  # the toolbar names the map shown
     too_close = occlusal_bands(limits)[1]
     assert {tuple(c) for c in crown_rgb(viewer3d)[side["top"]]} == {too_close.color}
     legend = viewer3d.legend.text()
     assert viewer3d.legend.isVisible() and "antagonist" in legend and "too close (0–1 mm)" in legend
     assert "overlap (&lt; 0 mm)" in legend  # escaped, not read as a tag
     dmap.set_mode(None)
+    viewer3d.plotter.render()
     assert viewer3d.actor("crown").GetMapper().GetInput().GetPointData().GetScalars() is None
     assert not viewer3d.legend.isVisible()
     # a new crown drops the old distances and, with the map on, computes its own
@@ -195,9 +198,10 @@ def test_mask_save_never_writes_an_input(mask_panel, qtbot):
     editor.inputs = lambda: [target]
     editor.brush_action.trigger()
     drag(v.view, [(5, 5), (6, 5)], qtbot)
-    assert editor.save() is None
+    with qtbot.waitSignal(editor.failed) as why:
+        assert editor.save() is None
     assert target.read_bytes() == b"an input that happens to sit there"
-    assert "NOT saved" in editor.state.text()
+    assert "NOT saved" in editor.state.text() and "input" in why.args[0]
     editor.brush_action.trigger()  # off: the view pans again
     assert v.view.dragMode() == v.view.DragMode.ScrollHandDrag
 

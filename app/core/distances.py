@@ -205,12 +205,13 @@ def proximal_bands(limits: DistanceLimits) -> list[Band]:
 
 
 def occlusal_bands(limits: DistanceLimits) -> list[Band]:
-    """Legend of the occlusal map: overlap, less than the clearance, enough clearance."""
+    """Legend of the occlusal map: overlap, less than the clearance, enough clearance (shown
+    up to 2 mm more)."""
     k = limits.clearance_min_mm
     return [
         Band(-np.inf, 0.0, "overlap (< 0 mm)", (220, 40, 40)),
         Band(0.0, k, f"too close (0–{k:g} mm)", (245, 160, 40)),
-        Band(k, k + 1.0, f"clearance ({k:g}–{k + 1.0:g} mm)", (60, 190, 70)),
+        Band(k, k + 2.0, f"clearance ({k:g}–{k + 2.0:g} mm)", (60, 190, 70)),
     ]
 
 

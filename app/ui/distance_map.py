@@ -1,6 +1,7 @@
 """The distance colour map on the crown: proximal contacts or occlusal clearance, with a legend.
 
-Two exclusive checkable actions ("Contacts", "Clearance") in the 3D panel's toolbar. The
+Two exclusive checkable actions ("Contacts", "Clearance") behind one "Distances" button in
+the 3D panel's toolbar (it names the map shown). The
 distances come from :func:`app.core.distances.crown_distances`, computed in a worker for the
 crown and scan shown (in the case frame's axes when one is drawn, else the scan's own: +X
 mesio-distal, +Z occlusal) and kept on the crown as point arrays ``proximal_mm`` and
@@ -13,7 +14,7 @@ import itertools
 from collections.abc import Callable
 
 import numpy as np
-from PySide6 import QtCore, QtGui
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.core.distances import (
     CrownDistances,
@@ -61,9 +62,15 @@ class DistanceMap(QtCore.QObject):
             act.toggled.connect(self._mode_toggled)
             self.group.addAction(act)
             self.actions[mode] = act
+        menu = QtWidgets.QMenu(viewer)
+        menu.addActions(list(self.actions.values()))
+        self.button = QtWidgets.QToolButton()
+        self.button.setText("Distances")
+        self.button.setToolTip("Colour the crown by its distance to the neighbours or antagonist")
+        self.button.setMenu(menu)
+        self.button.setPopupMode(QtWidgets.QToolButton.ToolButtonPopupMode.InstantPopup)
         viewer.views_toolbar.addSeparator()
-        for act in self.actions.values():
-            viewer.views_toolbar.addAction(act)
+        viewer.views_toolbar.addWidget(self.button)
         viewer.meshes_changed.connect(self._meshes_changed)
         viewer.closing.connect(self.shutdown)
 
@@ -77,6 +84,7 @@ class DistanceMap(QtCore.QObject):
             act.setChecked(m == mode)
 
     def _mode_toggled(self) -> None:
+        self.button.setText(MODES.get(self.mode or "", "Distances"))
         if self.mode is None:
             self._show()
         elif self.distances is None:

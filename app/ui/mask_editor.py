@@ -28,6 +28,8 @@ class MaskEditor(QtCore.QObject):
 
     saved = QtCore.Signal(object, object)
     """(image path, corrected mask path) after a save."""
+    failed = QtCore.Signal(str)
+    """Why a save did not happen."""
 
     def __init__(
         self,
@@ -45,13 +47,13 @@ class MaskEditor(QtCore.QObject):
         self._refresh_pending = False
 
         bar = QtWidgets.QToolBar("Mask edit")
-        bar.addWidget(QtWidgets.QLabel(" Correct "))
         self.group = QtGui.QActionGroup(self)
         self.group.setExclusionPolicy(QtGui.QActionGroup.ExclusionPolicy.ExclusiveOptional)
         self.brush_action = self._tool(bar, "Brush", "Paint the chosen class over the mask")
         self.eraser_action = self._tool(bar, "Eraser", "Paint background over the mask")
         self.class_combo = QtWidgets.QComboBox()
         self.class_combo.setToolTip("Class the brush paints")
+        self.class_combo.setMaximumWidth(110)
         bar.addWidget(self.class_combo)
         self.radius_spin = QtWidgets.QSpinBox()
         self.radius_spin.setRange(1, 200)
@@ -66,11 +68,11 @@ class MaskEditor(QtCore.QObject):
         self.undo_action.setToolTip("Undo the last stroke (Ctrl+Z)")
         self.undo_action.triggered.connect(self.undo)
         viewer.addAction(self.undo_action)
-        self.save_action = QtGui.QAction("Save mask", self)
+        self.save_action = QtGui.QAction("Save", self)
         bar.addAction(self.save_action)
         self.save_action.setToolTip(
             "Save the corrected mask beside the model's (<image>_mask_corrected.png);"
-            " the model's mask is kept"
+            " the model's mask is kept, the next decision records it"
         )
         self.save_action.triggered.connect(self.save)
         self.state = QtWidgets.QLabel("")
@@ -225,7 +227,8 @@ class MaskEditor(QtCore.QObject):
         try:
             path = save_corrected_mask(model_mask, edits.labels, self.viewer.palette, self.inputs())
         except CrownscanError as exc:
-            self.state.setText(f" NOT saved: {exc}")
+            self.state.setText(" NOT saved")
+            self.failed.emit(str(exc))
             return None
         self.saved_versions[entry.path] = edits.version
         self._update()

@@ -43,6 +43,7 @@ def install_qa_aids(win: MainWindow) -> QaAids:
     )
     aids.distances.failed.connect(lambda text: win.message(f"Distance map not made: {text}"))
     aids.measure.measured.connect(lambda mm: win.message(f"Measured: {mm:.2f} mm"))
+    aids.masks.failed.connect(lambda text: win.message(f"Corrected mask NOT saved: {text}"))
     aids.masks.saved.connect(
         lambda _image, path: win.message(
             f"Corrected mask saved: {path.name} (recorded with the case's next decision)"
