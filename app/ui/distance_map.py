@@ -1,7 +1,7 @@
 """The distance colour map on the crown: proximal contacts or occlusal clearance, with a legend.
 
 Two exclusive checkable actions ("Contacts", "Clearance") behind one "Distances" button in
-the 3D panel's toolbar (it names the map shown). The
+the 3D panel's display toolbar (it names the map shown). The
 distances come from :func:`app.core.distances.crown_distances`, computed in a worker for the
 crown and scan shown (in the case frame's axes when one is drawn, else the scan's own: +X
 mesio-distal, +Z occlusal) and kept on the crown as point arrays ``proximal_mm`` and
@@ -69,8 +69,8 @@ class DistanceMap(QtCore.QObject):
         self.button.setToolTip("Colour the crown by its distance to the neighbours or antagonist")
         self.button.setMenu(menu)
         self.button.setPopupMode(QtWidgets.QToolButton.ToolButtonPopupMode.InstantPopup)
-        viewer.views_toolbar.addSeparator()
-        viewer.views_toolbar.addWidget(self.button)
+        viewer.display_toolbar.addSeparator()
+        viewer.display_toolbar.addWidget(self.button)
         viewer.meshes_changed.connect(self._meshes_changed)
         viewer.closing.connect(self.shutdown)
 

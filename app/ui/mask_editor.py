@@ -53,7 +53,7 @@ class MaskEditor(QtCore.QObject):
         self.eraser_action = self._tool(bar, "Eraser", "Paint background over the mask")
         self.class_combo = QtWidgets.QComboBox()
         self.class_combo.setToolTip("Class the brush paints")
-        self.class_combo.setMaximumWidth(110)
+        self.class_combo.setMaximumWidth(100)
         bar.addWidget(self.class_combo)
         self.radius_spin = QtWidgets.QSpinBox()
         self.radius_spin.setRange(1, 200)
@@ -61,20 +61,27 @@ class MaskEditor(QtCore.QObject):
         self.radius_spin.setSuffix(" px")
         self.radius_spin.setToolTip("Brush radius in image pixels")
         bar.addWidget(self.radius_spin)
-        self.undo_action = QtGui.QAction("Undo", self)
+        icon = viewer.style().standardIcon
+        pixmaps = QtWidgets.QStyle.StandardPixmap
+        self.undo_action = QtGui.QAction(icon(pixmaps.SP_ArrowBack), "Undo", self)
         bar.addAction(self.undo_action)
         self.undo_action.setShortcut(QtGui.QKeySequence.StandardKey.Undo)
         self.undo_action.setShortcutContext(QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.undo_action.setToolTip("Undo the last stroke (Ctrl+Z)")
         self.undo_action.triggered.connect(self.undo)
         viewer.addAction(self.undo_action)
-        self.save_action = QtGui.QAction("Save", self)
+        self.save_action = QtGui.QAction(icon(pixmaps.SP_DialogSaveButton), "Save mask", self)
         bar.addAction(self.save_action)
         self.save_action.setToolTip(
             "Save the corrected mask beside the model's (<image>_mask_corrected.png);"
             " the model's mask is kept, the next decision records it"
         )
         self.save_action.triggered.connect(self.save)
+        bar.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextOnly)
+        for act in (self.undo_action, self.save_action):
+            bar.widgetForAction(act).setToolButtonStyle(
+                QtCore.Qt.ToolButtonStyle.ToolButtonIconOnly
+            )
         self.state = QtWidgets.QLabel("")
         bar.addWidget(self.state)
         viewer.tool_bars.addWidget(bar)

@@ -120,6 +120,7 @@ class Viewer3D(QtWidgets.QWidget):
         self.smooth_check.setChecked(True)
         self.view_buttons: dict[str, QtWidgets.QToolButton] = {}
         top = QtWidgets.QToolBar("3D display")
+        self.display_toolbar = top
         top.setIconSize(QtCore.QSize(12, 12))
         for label, check, slider, color in (
             ("scan", self.scan_check, self.scan_opacity, STONE_COLOR),
