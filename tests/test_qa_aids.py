@@ -241,3 +241,17 @@ def test_corrected_mask_is_recorded_with_the_decision(make_window, fake_workspac
     with qtbot.waitSignal(w.run_finished, timeout=120000):
         w.run_button.click()
     assert w.decisions.decide(Decision.APPROVED).corrected_masks == ()
+
+
+def test_distance_limits_are_settings(isolated_qsettings, qapp):
+    from app.ui.settings import AppSettings, SettingsDialog, load_settings, qsettings, save_settings
+
+    save_settings(AppSettings(contact_max_mm=0.2, clearance_min_mm=1.5))
+    assert load_settings(qsettings()).distance_limits() == DistanceLimits(0.2, 1.5)
+    qsettings().setValue("contact_max_mm", -1)  # out of range: back to the defaults
+    assert load_settings(qsettings()).distance_limits() == DistanceLimits()
+    dlg = SettingsDialog(AppSettings())
+    dlg.contact_spin.setValue(0.05)
+    dlg.clearance_spin.setValue(2.0)
+    assert dlg.result_settings().distance_limits() == DistanceLimits(0.05, 2.0)
+    dlg.deleteLater()
