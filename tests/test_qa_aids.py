@@ -91,16 +91,18 @@ def test_measure_two_picked_points(viewer3d, qtbot):
     viewer3d.pick_action.setChecked(False)
     with qtbot.waitSignal(tool.measured) as got:
         tool.add_point((4.0, 0.0, 0.0))
-        assert viewer3d.actor("measure_line") is None
+        assert viewer3d.actor("measure_label-labels") is None
         tool.add_point((-4.0, 3.0, 3.0))
     assert got.args[0] == pytest.approx(np.sqrt(64 + 9 + 9))
-    assert viewer3d.actor("measure_line") is not None
-    line = viewer3d.actor("measure_line").GetMapper().GetInput()
-    np.testing.assert_allclose(
-        np.array(line.GetPoints().GetData())[[0, -1]], [[4, 0, 0], [-4, 3, 3]]
-    )
+    assert viewer3d.actor("measure_label-labels") is not None
+    viewer3d.plotter.render()
+    marks = viewer3d.actor("measure").GetMapper().GetInput()
+    assert marks.GetNumberOfLines() == 1
+    np.testing.assert_allclose(np.array(marks.GetPoints().GetData()), [[4, 0, 0], [-4, 3, 3]])
     tool.add_point((0.0, 0.0, 0.0))  # a third click starts over
-    assert tool.distance is None and viewer3d.actor("measure_line") is None
+    assert tool.distance is None and viewer3d.actor("measure_label-labels") is None
+    viewer3d.plotter.render()
+    assert viewer3d.actor("measure").GetMapper().GetInput().GetNumberOfLines() == 0
     viewer3d.pick_action.setChecked(True)  # the two pickers never run together
     assert not tool.action.isChecked() and not tool.points
     viewer3d.pick_action.setChecked(False)

@@ -14,7 +14,7 @@ from PySide6 import QtCore, QtGui
 from .viewer3d import Viewer3D
 
 MEASURE_COLOR = (1.0, 0.95, 0.3)
-ACTORS = ("measure_points", "measure_line", "measure_label")
+ACTORS = ("measure", "measure_label-labels")  # pyvista names a label actor "<name>-labels"
 
 
 class MeasureTool(QtCore.QObject):
@@ -87,26 +87,21 @@ class MeasureTool(QtCore.QObject):
         plotter = self.viewer.plotter
         plotter.remove_actor(list(ACTORS), render=False)
         pts = np.array(self.points)
+        marks = pv.PolyData(pts)
+        if self.distance is not None:
+            marks.lines = np.array([2, 0, 1])
         plotter.add_mesh(
-            pv.PolyData(pts),
-            name="measure_points",
+            marks,
+            name="measure",
             color=MEASURE_COLOR,
             point_size=10,
             render_points_as_spheres=True,
+            line_width=3,
             reset_camera=False,
             render=False,
             pickable=False,
         )
         if self.distance is not None:
-            plotter.add_mesh(
-                pv.Line(pts[0], pts[1]),
-                name="measure_line",
-                color=MEASURE_COLOR,
-                line_width=3,
-                reset_camera=False,
-                render=False,
-                pickable=False,
-            )
             plotter.add_point_labels(
                 [pts.mean(axis=0)],
                 [f"{self.distance:.2f} mm"],
