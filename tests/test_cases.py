@@ -252,12 +252,12 @@ def test_case_without_scan_is_error_with_text(tmp_path):
     assert "no scan mesh" in qa_store.error_text(img_only, None)
 
 
-def test_pending_states():
-    assert workspace.is_pending(CaseStatus.NEW)
-    assert workspace.is_pending(CaseStatus.GENERATED)
-    assert not workspace.is_pending(CaseStatus.APPROVED)
-    assert not workspace.is_pending(CaseStatus.NEEDS_REWORK)
-    assert not workspace.is_pending(CaseStatus.ERROR)
+def test_undecided_states():
+    assert workspace.is_undecided(CaseStatus.NEW)
+    assert workspace.is_undecided(CaseStatus.GENERATED)
+    assert not workspace.is_undecided(CaseStatus.APPROVED)
+    assert not workspace.is_undecided(CaseStatus.NEEDS_REWORK)
+    assert not workspace.is_undecided(CaseStatus.ERROR)
 
 
 def test_case_frames_are_stored_replaced_and_cleared(tmp_path):
