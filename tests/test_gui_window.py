@@ -238,16 +238,22 @@ def test_cancel_before_first_output_leaves_new_case_untouched(
     assert w.viewer3d.actor("crown") is None
 
 
+def _start_gated_run(w, qtbot, monkeypatch, name: str) -> threading.Event:
+    """Run ``name`` from the window and hold it inside its run: -> the event releasing it."""
+    entered, release = _gated_run(monkeypatch)
+    w.select_case(name)
+    wait_for(qtbot, lambda: w._view_tag is None)
+    w.run_button.click()
+    qtbot.waitUntil(entered.is_set, timeout=30000)
+    return release
+
+
 def test_browsing_during_a_run_keeps_the_run_going(make_window, fake_workspace, qtbot, monkeypatch):
     """Selecting another case while one runs: the run goes on (a ring in the list, Cancel off
     for the idle case shown, Cancel all on), its result never shows over the case looked at,
     and it is there when the technician comes back."""
     w = make_window(fake_workspace)
-    entered, release = _gated_run(monkeypatch)
-    w.select_case("case_001")
-    wait_for(qtbot, lambda: w._view_tag is None)
-    w.run_button.click()
-    qtbot.waitUntil(entered.is_set, timeout=30000)
+    release = _start_gated_run(w, qtbot, monkeypatch, "case_001")
     w.select_case("case_002")
     wait_for(qtbot, lambda: w._view_tag is None)
     assert w.case_list.status_text("case_001") == "running"
@@ -286,15 +292,21 @@ def counts_in_list(w) -> dict[str, int]:
     return out
 
 
+def _start_gated_batch(w, qtbot, monkeypatch) -> tuple[list, threading.Event]:
+    """Run all new, held inside the first case's run: -> (finished runs, release event)."""
+    entered, release = _gated_run(monkeypatch)
+    finished: list[tuple[str, str]] = []
+    w.run_finished.connect(lambda c, o: finished.append((c, o)))
+    w.run_all_button.click()
+    qtbot.waitUntil(entered.is_set, timeout=30000)
+    return finished, release
+
+
 def test_cancel_is_for_the_case_shown_and_cancel_all_for_the_queue(
     make_window, fake_workspace, qtbot, monkeypatch
 ):
     w = make_window(fake_workspace)
-    entered, release = _gated_run(monkeypatch)
-    finished = []
-    w.run_finished.connect(lambda c, o: finished.append((c, o)))
-    w.run_all_button.click()
-    qtbot.waitUntil(entered.is_set, timeout=30000)
+    finished, release = _start_gated_batch(w, qtbot, monkeypatch)
     activity = [w.case_list.activity(n) for n in w.order]
     assert activity == ["running", "queued", "queued", "queued", None]  # no_scan cannot run
     expected = {"new": 3, "running": 1, "queued": 3, "error": 1}
@@ -323,11 +335,7 @@ def test_a_new_run_does_not_show_the_last_ones_cancel(
 ):
     """After a cancel, the status bar and Details speak of the run going on, not the old one."""
     w = make_window(fake_workspace)
-    entered, release = _gated_run(monkeypatch)
-    w.select_case("case_001")
-    wait_for(qtbot, lambda: w._view_tag is None)
-    w.run_button.click()
-    qtbot.waitUntil(entered.is_set, timeout=30000)
+    release = _start_gated_run(w, qtbot, monkeypatch, "case_001")
     w.cancel_button.click()
     assert "cancelled" in w.message_label.text()
     assert "run cancelled" in w.qa.details.toPlainText()
@@ -370,13 +378,19 @@ def press(qtbot, w, key) -> None:
     qtbot.keyClick(w.windowHandle(), key)
 
 
-def test_keyboard_review_flow(make_window, fake_workspace, qtbot):
-    w = make_window(fake_workspace)
+def review_two_generated_cases(w, qtbot) -> None:
+    """Generate case_001 and case_002, show case_001 in the active window."""
     run_and_wait(qtbot, w, "case_001")
     run_and_wait(qtbot, w, "case_002")
     w.select_case("case_001")
     wait_for(qtbot, lambda: w._view_tag is None)
     w.activateWindow()
+    wait_for(qtbot, w.isActiveWindow)  # window shortcuts act only in the active window
+
+
+def test_keyboard_review_flow(make_window, fake_workspace, qtbot):
+    w = make_window(fake_workspace)
+    review_two_generated_cases(w, qtbot)
     # typing in the note must not trigger the single-letter shortcuts
     w.qa.note.setFocus()
     for key in (QtCore.Qt.Key.Key_R, QtCore.Qt.Key.Key_A, QtCore.Qt.Key.Key_N):
@@ -406,12 +420,7 @@ def test_after_a_clicked_decision_the_review_keys_act_at_once(make_window, fake_
     Esc leaves the note without cancelling anything; Ctrl+Enter saves the note with the
     case's current decision."""
     w = make_window(fake_workspace)
-    run_and_wait(qtbot, w, "case_001")
-    run_and_wait(qtbot, w, "case_002")
-    w.select_case("case_001")
-    wait_for(qtbot, lambda: w._view_tag is None)
-    w.activateWindow()
-    wait_for(qtbot, w.isActiveWindow)  # window shortcuts act only in the active window
+    review_two_generated_cases(w, qtbot)
     w.qa.note.setFocus()
     qtbot.keyClicks(w.qa.note, "margin open")
     qtbot.mouseClick(w.qa.reject, QtCore.Qt.MouseButton.LeftButton)
@@ -1030,11 +1039,7 @@ def test_cancel_all_during_run_all_new_stops_the_batch(
     """Cancel all while the first queued case runs: it stays as it was, the queue is dropped,
     the other cases are never run, and the window is idle again."""
     w = make_window(fake_workspace)
-    entered, release = _gated_run(monkeypatch)
-    finished = []
-    w.run_finished.connect(lambda c, o: finished.append((c, o)))
-    w.run_all_button.click()
-    qtbot.waitUntil(entered.is_set, timeout=30000)
+    finished, release = _start_gated_batch(w, qtbot, monkeypatch)
     assert w.runs.batch["active"] and w.case_list.status_text("case_001") == "running"
     w.cancel_all_button.click()
     release.set()
@@ -1062,11 +1067,7 @@ def test_refresh_during_a_run_waits_and_the_run_completes(
     import shutil
 
     w = make_window(fake_workspace)
-    entered, release = _gated_run(monkeypatch)
-    w.select_case("case_001")
-    wait_for(qtbot, lambda: w._view_tag is None)
-    w.run_button.click()
-    qtbot.waitUntil(entered.is_set, timeout=30000)
+    release = _start_gated_run(w, qtbot, monkeypatch, "case_001")
     shutil.copytree(fake_workspace / "case_003", fake_workspace / "case_004")
     w.refresh_workspace()
     assert "after the run" in w.message_label.text()

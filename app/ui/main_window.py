@@ -375,9 +375,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def refresh_workspace(self) -> None:
         """Re-read the folder and the database (new cases, other technicians' decisions)."""
-        if self.workspace is None or self.runs.tag is not None:
-            if self.runs.tag is not None:
-                self.message("Refresh after the run finishes")
+        if self.workspace is None or self.runs.busy():
+            if self.runs.busy():
+                self.message("Refresh after the run finishes (or Cancel all)")
             return
         keep = self.current
         self.open_workspace(self.workspace)

@@ -86,28 +86,21 @@ class QaController(QtCore.QObject):
         ):
             self.win.message(f"{name}: not approved (its inputs changed since the run)")
             return None
+
+        def model(key: str, spec: object, attr: str) -> str:
+            return str(info.get(key) or (getattr(spec, attr) if spec is not None else ""))
+
+        crown, seg = self.win.crown_model, self.win.seg_model
         try:
             record = self.win.store.record_decision(
                 QaRecord(
                     case=name,
                     decision=decision,
                     note=note,
-                    crown_model=str(
-                        info.get("crown_model")
-                        or (self.win.crown_model.id if self.win.crown_model else "")
-                    ),
-                    crown_version=str(
-                        info.get("crown_version")
-                        or (self.win.crown_model.version if self.win.crown_model else "")
-                    ),
-                    seg_model=str(
-                        info.get("seg_model")
-                        or (self.win.seg_model.id if self.win.seg_model else "")
-                    ),
-                    seg_version=str(
-                        info.get("seg_version")
-                        or (self.win.seg_model.version if self.win.seg_model else "")
-                    ),
+                    crown_model=model("crown_model", crown, "id"),
+                    crown_version=model("crown_version", crown, "version"),
+                    seg_model=model("seg_model", seg, "id"),
+                    seg_version=model("seg_version", seg, "version"),
                     provider=",".join(info.get("providers") or self.win.providers),
                     input_hash=now_hash,
                     run_input_hash=run_hash,
