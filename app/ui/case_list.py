@@ -43,6 +43,8 @@ def activity_icon(state: str, fraction: float = 0.0) -> QtGui.QIcon:
     track = QtGui.QPen(QtGui.QColor(STATUS_COLORS[CaseStatus.NEW]), 2)
     if state == "queued":
         track.setStyle(QtCore.Qt.PenStyle.DotLine)
+    else:
+        track.setColor(QtGui.QColor("#4a525c"))  # dim, so the filled part reads as progress
     p.setPen(track)
     p.drawEllipse(rect)
     if state == "running":
