@@ -251,19 +251,24 @@ def _start_gated_run(w, qtbot, monkeypatch, name: str) -> threading.Event:
 def test_browsing_during_a_run_keeps_the_run_going(make_window, fake_workspace, qtbot, monkeypatch):
     """Selecting another case while one runs: the run goes on (a ring in the list, Cancel off
     for the idle case shown, Cancel all on), its result never shows over the case looked at,
-    and it is there when the technician comes back."""
+    and it is there when the technician comes back. A case run meanwhile waits its turn."""
     w = make_window(fake_workspace)
     release = _start_gated_run(w, qtbot, monkeypatch, "case_001")
-    w.select_case("case_002")
+    w.select_case("case_003")
     wait_for(qtbot, lambda: w._view_tag is None)
     assert w.case_list.status_text("case_001") == "running"
     assert w.case_list.activity("case_001") == "running"
     assert w.runs.tag is not None and w.runs.tag.case == "case_001"
     assert not w.cancel_button.isEnabled() and w.cancel_all_button.isEnabled()
-    assert w.run_button.isEnabled()  # case_002 can be queued behind it
-    with qtbot.waitSignal(w.run_finished, timeout=120000) as blocker:
-        release.set()
-    assert blocker.args == ["case_001", "generated"]
+    w.run_button.click()  # case_003 waits behind case_001
+    assert w.case_list.activity("case_003") == "queued" and w.cancel_button.isEnabled()
+    w.select_case("case_002")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    finished = []
+    w.run_finished.connect(lambda c, o: finished.append((c, o)))
+    release.set()
+    wait_for(qtbot, lambda: len(finished) == 2, 120000)
+    assert finished == [("case_001", "generated"), ("case_003", "generated")]
     assert w.case_list.status_text("case_001") == "generated"
     assert w.case_list.activity("case_001") is None
     assert w.current == "case_002"
@@ -274,6 +279,23 @@ def test_browsing_during_a_run_keeps_the_run_going(make_window, fake_workspace, 
     w.select_case("case_001")
     wait_for(qtbot, lambda: w._view_tag is None)
     assert w.viewer3d.actor("crown") is not None
+
+
+def test_a_case_queued_to_run_again_is_not_judged_until_unqueued(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    w = make_window(fake_workspace)
+    assert run_and_wait(qtbot, w, "case_002") == "generated"
+    release = _start_gated_run(w, qtbot, monkeypatch, "case_001")
+    w.select_case("case_002")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    w.run_button.click()
+    assert w.decisions.decide(Decision.APPROVED) is None
+    assert "queued" in w.message_label.text() and w.store.history("case_002") == []
+    w.cancel_button.click()
+    assert w.decisions.decide(Decision.APPROVED) is not None
+    assert w.case_list.status_text("case_002") == "approved"
+    release.set()
 
 
 def counts_in_status_bar(w) -> dict[str, int]:

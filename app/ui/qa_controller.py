@@ -70,6 +70,9 @@ class QaController(QtCore.QObject):
         ):
             self.win.message(f"{name}: run the case before judging it")
             return None
+        if self.win.runs.state_of(name) == "queued":
+            self.win.message(f"{name}: queued to run again; judge the new result (Esc unqueues)")
+            return None
         case = self.win.cases[name]
         info = self.win.shown_run_info(name) or case_run.read_run_info(case) or {}
         try:
