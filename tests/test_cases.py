@@ -252,12 +252,12 @@ def test_case_without_scan_is_error_with_text(tmp_path):
     assert "no scan mesh" in qa_store.error_text(img_only, None)
 
 
-def test_pending_states():
-    assert workspace.is_pending(CaseStatus.NEW)
-    assert workspace.is_pending(CaseStatus.GENERATED)
-    assert not workspace.is_pending(CaseStatus.APPROVED)
-    assert not workspace.is_pending(CaseStatus.NEEDS_REWORK)
-    assert not workspace.is_pending(CaseStatus.ERROR)
+def test_undecided_states():
+    assert workspace.is_undecided(CaseStatus.NEW)
+    assert workspace.is_undecided(CaseStatus.GENERATED)
+    assert not workspace.is_undecided(CaseStatus.APPROVED)
+    assert not workspace.is_undecided(CaseStatus.NEEDS_REWORK)
+    assert not workspace.is_undecided(CaseStatus.ERROR)
 
 
 def test_case_frames_are_stored_replaced_and_cleared(tmp_path):
@@ -294,3 +294,12 @@ def test_centres_picked_before_frames_had_directions_still_load(tmp_path):
         store.set_frame("new", CaseFrame((0, 0, 0), (1, 0, 0), (0, 1, 0)))
     with QaStore(tmp_path) as store:
         assert store.frames()["new"].mesial == (0.0, 1.0, 0.0)
+
+
+def test_qa_report_default_is_in_the_workspace_named_with_the_date(tmp_path):
+    import datetime
+
+    day = datetime.date(2026, 12, 1)
+    path = qa_store.default_report_path(tmp_path, day)
+    assert path == tmp_path / "qa-report-2026-12-01.csv"
+    assert qa_store.history_csv_path(path).name == "qa-report-2026-12-01-history.csv"

@@ -114,7 +114,7 @@ def test_approve_survives_restart(make_window, fake_workspace, qtbot):
     w2 = make_window(fake_workspace)
     assert w2.case_list.status_text("case_001") == "approved"
     assert w2.case_list.status_text("case_002") == "new"
-    assert w2.current == "case_002"  # first pending case
+    assert w2.current == "case_002"  # first undecided case
     w2.select_case("case_001")
     wait_for(qtbot, lambda: w2._view_tag is None)
     assert w2.qa.history.count() == 1
@@ -238,28 +238,136 @@ def test_cancel_before_first_output_leaves_new_case_untouched(
     assert w.viewer3d.actor("crown") is None
 
 
-def test_switching_cases_mid_run_never_shows_old_result(
-    make_window, fake_workspace, qtbot, monkeypatch
-):
-    w = make_window(fake_workspace)
-    entered, release = _gated_run(monkeypatch, ignore_cancel=True)
-    w.select_case("case_001")
+def _start_gated_run(w, qtbot, monkeypatch, name: str) -> threading.Event:
+    """Run ``name`` from the window and hold it inside its run: -> the event releasing it."""
+    entered, release = _gated_run(monkeypatch)
+    w.select_case(name)
     wait_for(qtbot, lambda: w._view_tag is None)
     w.run_button.click()
     qtbot.waitUntil(entered.is_set, timeout=30000)
+    return release
+
+
+def test_browsing_during_a_run_keeps_the_run_going(make_window, fake_workspace, qtbot, monkeypatch):
+    """Selecting another case while one runs: the run goes on (a ring in the list, Cancel off
+    for the idle case shown, Cancel all on), its result never shows over the case looked at,
+    and it is there when the technician comes back. A case run meanwhile waits its turn."""
+    w = make_window(fake_workspace)
+    release = _start_gated_run(w, qtbot, monkeypatch, "case_001")
+    w.select_case("case_003")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    assert w.case_list.status_text("case_001") == "running"
+    assert w.case_list.activity("case_001") == "running"
+    assert w.runs.tag is not None and w.runs.tag.case == "case_001"
+    assert not w.cancel_button.isEnabled() and w.cancel_all_button.isEnabled()
+    w.run_button.click()  # case_003 waits behind case_001
+    assert w.case_list.activity("case_003") == "queued" and w.cancel_button.isEnabled()
     w.select_case("case_002")
     wait_for(qtbot, lambda: w._view_tag is None)
-    assert w.case_list.status_text("case_001") == "new"  # the run was cancelled
+    finished = []
+    w.run_finished.connect(lambda c, o: finished.append((c, o)))
     release.set()
-    w.runner.shutdown()  # the late worker finishes and emits its (stale) result
-    qtbot.wait(100)
-    assert w.runner.dropped >= 1
+    wait_for(qtbot, lambda: len(finished) == 2, 120000)
+    assert finished == [("case_001", "generated"), ("case_003", "generated")]
+    assert w.case_list.status_text("case_001") == "generated"
+    assert w.case_list.activity("case_001") is None
     assert w.current == "case_002"
     assert w.viewer3d.actor("crown") is None
     scan_bounds = np.array(w.viewer3d.actor("scan").GetBounds()).reshape(3, 2).mean(axis=1)
     np.testing.assert_allclose(scan_bounds, sphere_centre(2), atol=0.5)
     assert all(e.labels is None for e in w.viewer2d.entries)
-    assert w.case_list.status_text("case_001") != "running"
+    w.select_case("case_001")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    assert w.viewer3d.actor("crown") is not None
+
+
+def test_a_case_queued_to_run_again_is_not_judged_until_unqueued(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    w = make_window(fake_workspace)
+    assert run_and_wait(qtbot, w, "case_002") == "generated"
+    release = _start_gated_run(w, qtbot, monkeypatch, "case_001")
+    w.select_case("case_002")
+    wait_for(qtbot, lambda: w._view_tag is None)
+    w.run_button.click()
+    assert w.decisions.decide(Decision.APPROVED) is None
+    assert "queued" in w.message_label.text() and w.store.history("case_002") == []
+    w.cancel_button.click()
+    assert w.decisions.decide(Decision.APPROVED) is not None
+    assert w.case_list.status_text("case_002") == "approved"
+    release.set()
+
+
+def counts_in_status_bar(w) -> dict[str, int]:
+    """The status bar's "2 new, 1 running, 1 queued" as a dict."""
+    text = w.counts_label.text().split(" · ")[-1]
+    return {k: int(n) for n, k in (part.split(" ", 1) for part in text.split(", "))}
+
+
+def counts_in_list(w) -> dict[str, int]:
+    """The same counts read off the case list's rows."""
+    out: dict[str, int] = {}
+    for name in w.case_list.names():
+        out[w.case_list.status_text(name)] = out.get(w.case_list.status_text(name), 0) + 1
+        if w.case_list.activity(name) == "queued":
+            out["queued"] = out.get("queued", 0) + 1
+    return out
+
+
+def _start_gated_batch(w, qtbot, monkeypatch) -> tuple[list, threading.Event]:
+    """Run all new, held inside the first case's run: -> (finished runs, release event)."""
+    entered, release = _gated_run(monkeypatch)
+    finished: list[tuple[str, str]] = []
+    w.run_finished.connect(lambda c, o: finished.append((c, o)))
+    w.run_all_button.click()
+    qtbot.waitUntil(entered.is_set, timeout=30000)
+    return finished, release
+
+
+def test_cancel_is_for_the_case_shown_and_cancel_all_for_the_queue(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    w = make_window(fake_workspace)
+    finished, release = _start_gated_batch(w, qtbot, monkeypatch)
+    activity = [w.case_list.activity(n) for n in w.order]
+    assert activity == ["running", "queued", "queued", "queued", None]  # no_scan cannot run
+    expected = {"new": 3, "running": 1, "queued": 3, "error": 1}
+    assert counts_in_status_bar(w) == counts_in_list(w) == expected
+    w.select_case("case_003")
+    assert w.cancel_button.isEnabled()
+    w.cancel_button.click()  # takes case_003 out of the queue; case_001 keeps running
+    assert w.runs.queue == ["case_002", "case_bad"] and w.runs.tag.case == "case_001"
+    assert w.case_list.activity("case_003") is None
+    expected = {"new": 3, "running": 1, "queued": 2, "error": 1}
+    assert counts_in_status_bar(w) == counts_in_list(w) == expected
+    assert not w.cancel_button.isEnabled()
+    w.cancel_all_button.click()
+    release.set()
+    w.runner.shutdown()
+    qtbot.wait(100)
+    assert finished == [("case_001", "cancelled")]
+    assert not w.runs.busy() and not w.cancel_all_button.isEnabled()
+    assert counts_in_status_bar(w) == counts_in_list(w) == {"new": 4, "error": 1}
+    for name in ("case_001", "case_002", "case_003"):
+        assert w.case_list.activity(name) is None and not w.cases[name].output_dir.exists()
+
+
+def test_a_new_run_does_not_show_the_last_ones_cancel(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    """After a cancel, the status bar and Details speak of the run going on, not the old one."""
+    w = make_window(fake_workspace)
+    release = _start_gated_run(w, qtbot, monkeypatch, "case_001")
+    w.cancel_button.click()
+    assert "cancelled" in w.message_label.text()
+    assert "run cancelled" in w.qa.details.toPlainText()
+    release.set()
+    w.runner.shutdown()
+    qtbot.wait(50)
+    w.run_button.click()
+    assert "cancelled" not in w.message_label.text()
+    assert "cancelled" not in w.qa.details.toPlainText()
+    assert "running" in w.qa.details.toPlainText()
 
 
 def test_broken_input_marks_error_and_window_keeps_working(make_window, fake_workspace, qtbot):
@@ -292,13 +400,19 @@ def press(qtbot, w, key) -> None:
     qtbot.keyClick(w.windowHandle(), key)
 
 
-def test_keyboard_review_flow(make_window, fake_workspace, qtbot):
-    w = make_window(fake_workspace)
+def review_two_generated_cases(w, qtbot) -> None:
+    """Generate case_001 and case_002, show case_001 in the active window."""
     run_and_wait(qtbot, w, "case_001")
     run_and_wait(qtbot, w, "case_002")
     w.select_case("case_001")
     wait_for(qtbot, lambda: w._view_tag is None)
     w.activateWindow()
+    wait_for(qtbot, w.isActiveWindow)  # window shortcuts act only in the active window
+
+
+def test_keyboard_review_flow(make_window, fake_workspace, qtbot):
+    w = make_window(fake_workspace)
+    review_two_generated_cases(w, qtbot)
     # typing in the note must not trigger the single-letter shortcuts
     w.qa.note.setFocus()
     for key in (QtCore.Qt.Key.Key_R, QtCore.Qt.Key.Key_A, QtCore.Qt.Key.Key_N):
@@ -310,7 +424,7 @@ def test_keyboard_review_flow(make_window, fake_workspace, qtbot):
     press(qtbot, w, QtCore.Qt.Key.Key_R)
     assert w.case_list.status_text("case_001") == "rejected"
     assert w.store.latest_decisions()["case_001"].note.lower() == "ran"
-    # N: next pending (case_002), W: needs rework, P: previous, Space: next pending
+    # N: next undecided (case_002), W: needs rework, P: previous, Space: next undecided
     press(qtbot, w, QtCore.Qt.Key.Key_N)
     assert w.current == "case_002"
     press(qtbot, w, QtCore.Qt.Key.Key_W)
@@ -318,9 +432,100 @@ def test_keyboard_review_flow(make_window, fake_workspace, qtbot):
     press(qtbot, w, QtCore.Qt.Key.Key_P)
     assert w.current == "case_001"
     press(qtbot, w, QtCore.Qt.Key.Key_Space)
-    assert w.current == "case_003"  # case_002 was judged, so the next pending one
+    assert w.current == "case_003"  # case_002 was judged, so the next undecided one
     press(qtbot, w, QtCore.Qt.Key.Key_A)
     assert w.case_list.status_text("case_003") == "new"  # nothing to approve yet
+
+
+def test_after_a_clicked_decision_the_review_keys_act_at_once(make_window, fake_workspace, qtbot):
+    """Type a note, click Reject: N goes to the next case instead of typing "n" in the note;
+    Esc leaves the note without cancelling anything; Ctrl+Enter saves the note with the
+    case's current decision."""
+    w = make_window(fake_workspace)
+    review_two_generated_cases(w, qtbot)
+    w.qa.note.setFocus()
+    qtbot.keyClicks(w.qa.note, "margin open")
+    qtbot.mouseClick(w.qa.reject, QtCore.Qt.MouseButton.LeftButton)
+    assert w.store.latest_decisions()["case_001"].note == "margin open"
+    press(qtbot, w, QtCore.Qt.Key.Key_N)
+    assert w.current == "case_002"
+    assert w.qa.note.toPlainText() == ""
+    press(qtbot, w, QtCore.Qt.Key.Key_P)
+    assert w.current == "case_001" and w.qa.note.toPlainText() == ""
+    # Esc in the note leaves it: the next key is a review key again
+    w.qa.note.setFocus()
+    qtbot.keyClicks(w.qa.note, "distal contact light")
+    press(qtbot, w, QtCore.Qt.Key.Key_Escape)
+    assert not w.qa.note.hasFocus()
+    press(qtbot, w, QtCore.Qt.Key.Key_W)
+    assert w.case_list.status_text("case_001") == "needs rework"
+    assert w.store.latest_decisions()["case_001"].note == "distal contact light"
+    # Ctrl+Enter in the note: the note is saved with the decision the case has now
+    w.qa.note.setFocus()
+    qtbot.keyClicks(w.qa.note, "checked again")
+    qtbot.keyClick(
+        w.windowHandle(), QtCore.Qt.Key.Key_Return, QtCore.Qt.KeyboardModifier.ControlModifier
+    )
+    latest = w.store.latest_decisions()["case_001"]
+    assert (latest.decision, latest.note) == (Decision.NEEDS_REWORK, "checked again")
+    assert "\n" not in latest.note and not w.qa.note.hasFocus()
+    assert len(w.store.history("case_001")) == 3
+
+
+def test_every_shortcut_is_in_help_and_in_tooltips(make_window):
+    w = make_window()
+    rows = w.shortcut_rows()
+    listed = dict(rows)
+    keyed = [a for a in w.actions() if not a.shortcut().isEmpty()]
+    assert len(keyed) >= 20
+    for act in keyed:
+        keys = act.shortcut().toString(QtGui.QKeySequence.SequenceFormat.NativeText)
+        assert any(v == act.iconText() and keys in k.split(" or ") for k, v in rows), keys
+        assert keys in act.toolTip()
+    for button, key in (
+        (w.run_button, "Ctrl+R"),
+        (w.run_all_button, "Ctrl+Shift+R"),
+        (w.cancel_button, "Esc"),
+        (w.cancel_all_button, "Shift+Esc"),
+        (w.qa.next_button, "N"),
+        (w.qa.prev_button, "P"),
+    ):
+        assert f"({key}" in button.toolTip(), (button.text(), button.toolTip())
+    for button, key in ((w.qa.approve, "(A)"), (w.qa.reject, "(R)"), (w.qa.rework, "(W)")):
+        assert key in button.toolTip()
+    assert any("Esc (in the note)" in k for k in listed)
+    assert any("Ctrl+Enter (in the note)" in k for k in listed)
+
+
+def test_one_word_one_meaning_run_all_new_and_next_undecided(make_window, fake_workspace):
+    """One word, one meaning: "new" cases are run by Run all new; "undecided" ones (new or
+    generated, not judged) are walked by Next undecided."""
+    w = make_window(fake_workspace)
+    recent = set(w.recent_menu.actions())  # workspace paths, not words of the app
+    texts = [a.text() for a in w.findChildren(QtGui.QAction) if a not in recent]
+    texts += [b.text() for b in w.findChildren(QtWidgets.QPushButton)]
+    assert not [t for t in texts if "pending" in t.lower()]
+    assert "Run &all new" in texts and "Next undecided" in texts
+    assert w.run_all_button.text() == "Run all new"
+    assert w.qa.next_button.text().startswith("Next undecided")
+
+
+def test_qa_report_defaults_to_the_workspace_named_with_the_date(
+    make_window, fake_workspace, monkeypatch
+):
+    import datetime
+
+    w = make_window(fake_workspace)
+    asked = []
+
+    def save_name(parent, title, start, filters):
+        asked.append(start)
+        return "", ""
+
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getSaveFileName", staticmethod(save_name))
+    w.decisions.ask_export_report()
+    today = datetime.date.today().isoformat()
+    assert asked == [str(fake_workspace.resolve() / f"qa-report-{today}.csv")]
 
 
 def test_decision_refused_before_a_run(make_window, fake_workspace):
@@ -336,7 +541,7 @@ def test_decision_refused_before_a_run(make_window, fake_workspace):
     assert w.qa.note.toPlainText() == "check distal margin"
 
 
-def test_run_all_pending_and_export_report(make_window, fake_workspace, qtbot, tmp_path):
+def test_run_all_new_and_export_report(make_window, fake_workspace, qtbot, tmp_path):
     w = make_window(fake_workspace)
     finished = []
     w.run_finished.connect(lambda c, o: finished.append((c, o)))
@@ -415,7 +620,7 @@ def test_next_case_is_prefetched_while_reviewing(make_window, fake_workspace, qt
     w = make_window(fake_workspace)
     assert w.current == "case_001"
     wait_for(qtbot, lambda: "case_002" in w._cache, 30000)
-    w.decisions.next_pending()
+    w.decisions.next_undecided()
     assert w.current == "case_002"
     assert w._view_tag is None  # shown straight from the prefetched data, no load queued
     np.testing.assert_allclose(
@@ -850,19 +1055,15 @@ def test_a_case_view_that_fails_to_load_marks_the_case_and_the_next_one_shows(
     assert w.case_list.status_text("case_003") == "new"
 
 
-def test_cancel_during_run_all_pending_stops_the_batch(
+def test_cancel_all_during_run_all_new_stops_the_batch(
     make_window, fake_workspace, qtbot, monkeypatch
 ):
-    """Cancel while the first queued case runs: it stays as it was, the queue is dropped, the
-    other cases are never run, and the window is idle again."""
+    """Cancel all while the first queued case runs: it stays as it was, the queue is dropped,
+    the other cases are never run, and the window is idle again."""
     w = make_window(fake_workspace)
-    entered, release = _gated_run(monkeypatch)
-    finished = []
-    w.run_finished.connect(lambda c, o: finished.append((c, o)))
-    w.run_all_button.click()
-    qtbot.waitUntil(entered.is_set, timeout=30000)
+    finished, release = _start_gated_batch(w, qtbot, monkeypatch)
     assert w.runs.batch["active"] and w.case_list.status_text("case_001") == "running"
-    w.cancel_button.click()
+    w.cancel_all_button.click()
     release.set()
     w.runner.shutdown()
     qtbot.wait(100)
@@ -888,11 +1089,7 @@ def test_refresh_during_a_run_waits_and_the_run_completes(
     import shutil
 
     w = make_window(fake_workspace)
-    entered, release = _gated_run(monkeypatch)
-    w.select_case("case_001")
-    wait_for(qtbot, lambda: w._view_tag is None)
-    w.run_button.click()
-    qtbot.waitUntil(entered.is_set, timeout=30000)
+    release = _start_gated_run(w, qtbot, monkeypatch, "case_001")
     shutil.copytree(fake_workspace / "case_003", fake_workspace / "case_004")
     w.refresh_workspace()
     assert "after the run" in w.message_label.text()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as _dt
 import enum
 import getpass
 import io
@@ -494,6 +495,13 @@ class QaStore:
         return len(current)
 
 
+def default_report_path(workspace: str | Path, day: _dt.date | None = None) -> Path:
+    """Where the QA report goes unless the technician says otherwise: the workspace folder,
+    named with the (local) date, e.g. ``qa-report-2026-12-01.csv``."""
+    day = day or _dt.date.today()
+    return Path(workspace) / f"qa-report-{day.isoformat()}.csv"
+
+
 def history_csv_path(report: Path) -> Path:
     """Where the full decision history goes beside a QA report."""
     return report.with_name(f"{report.stem}-history{report.suffix or '.csv'}")
@@ -554,6 +562,7 @@ __all__ = [
     "RunRecord",
     "case_status",
     "current_user",
+    "default_report_path",
     "error_text",
     "history_csv_path",
 ]

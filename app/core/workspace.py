@@ -145,12 +145,12 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
 
 
-PENDING = (CaseStatus.NEW, CaseStatus.GENERATED)
+UNDECIDED = (CaseStatus.NEW, CaseStatus.GENERATED)
 
 
-def is_pending(status: CaseStatus) -> bool:
+def is_undecided(status: CaseStatus) -> bool:
     """A case still waiting for review: not yet generated, or generated but not yet judged."""
-    return status in PENDING
+    return status in UNDECIDED
 
 
 __all__ = [
@@ -158,6 +158,6 @@ __all__ = [
     "CaseStatus",
     "discover_cases",
     "input_hash",
-    "is_pending",
+    "is_undecided",
     "utc_now",
 ]

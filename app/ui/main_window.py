@@ -10,6 +10,7 @@ number, and only a result whose tag is still the one the window waits for is sho
 
 from __future__ import annotations
 
+import html
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from app.core.crown.frame import CaseFrame
 from app.core.errors import CrownscanError
 from app.core.qa_store import Decision, QaStore, case_status, error_text
-from app.core.workspace import Case, CaseStatus, discover_cases, is_pending
+from app.core.workspace import Case, CaseStatus, discover_cases, is_undecided
 
 from .case_list import CaseList
 from .case_view import CaseView, case_stamp, load_case_view
@@ -39,6 +40,13 @@ from .viewer3d import Viewer3D
 from .workers import Tag, TaskRunner, failure_text
 
 CACHE_SIZE = 4
+
+
+def key_text(action: QtGui.QAction) -> str:
+    """An action's keys as the technician reads them ("N or Space")."""
+    return " or ".join(
+        k.toString(QtGui.QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts()
+    )
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -110,8 +118,10 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         self.qa = QaPanel()
         self.qa.decided.connect(self.decisions.decide)
-        self.qa.next_pending.connect(self.decisions.next_pending)
+        self.qa.next_undecided.connect(self.decisions.next_undecided)
         self.qa.previous.connect(self.decisions.previous_case)
+        self.qa.note_left.connect(self.focus_cases)
+        self.qa.note_saved.connect(self.decisions.save_note)
 
         left = QtWidgets.QWidget()
         ll = QtWidgets.QVBoxLayout(left)
@@ -129,9 +139,9 @@ class MainWindow(QtWidgets.QMainWindow):
         buttons = QtWidgets.QHBoxLayout()
         self.run_button = QtWidgets.QPushButton("Run case")
         self.run_button.setObjectName("runButton")
-        self.run_all_button = QtWidgets.QPushButton("Run all pending")
+        self.run_all_button = QtWidgets.QPushButton("Run all new")
         self.run_button.clicked.connect(self.runs.run_current)
-        self.run_all_button.clicked.connect(self.runs.run_all_pending)
+        self.run_all_button.clicked.connect(self.runs.run_all_new)
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.run_all_button)
         ll.addLayout(buttons)
@@ -164,14 +174,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.progress.setTextVisible(True)
         self.progress.setFormat("")
         self.cancel_button = QtWidgets.QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.runs.cancel_runs)
+        self.cancel_button.clicked.connect(self.runs.cancel_shown)
+        self.cancel_all_button = QtWidgets.QPushButton("Cancel all")
+        self.cancel_all_button.clicked.connect(self.runs.cancel_all)
+        for b in (self.cancel_button, self.cancel_all_button):
+            b.setEnabled(False)
+            b.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
         sb.addWidget(self.message_label, 1)
         sb.addPermanentWidget(self.models_label)
         sb.addPermanentWidget(self.provider_label)
         sb.addPermanentWidget(self.counts_label)
         sb.addPermanentWidget(self.progress)
         sb.addPermanentWidget(self.cancel_button)
+        sb.addPermanentWidget(self.cancel_all_button)
 
     def _action(
         self,
@@ -183,6 +198,7 @@ class MainWindow(QtWidgets.QMainWindow):
         act = QtGui.QAction(text, self)
         if shortcuts:
             act.setShortcuts([QtGui.QKeySequence(s) for s in shortcuts])
+            act.setToolTip(f"{act.iconText()} ({key_text(act)})")
         act.setShortcutContext(QtCore.Qt.ShortcutContext.WindowShortcut)
         act.triggered.connect(lambda _=False: slot())
         self.addAction(act)
@@ -207,17 +223,29 @@ class MainWindow(QtWidgets.QMainWindow):
         case_menu = mb.addMenu("&Case")
         self.act_run = self._action("&Run case", self.runs.run_current, ("Ctrl+R",), case_menu)
         self.act_run_all = self._action(
-            "Run &all pending", self.runs.run_all_pending, ("Ctrl+Shift+R",), case_menu
+            "Run &all new", self.runs.run_all_new, ("Ctrl+Shift+R",), case_menu
         )
-        self.act_cancel = self._action("&Cancel", self.runs.cancel_runs, ("Esc",), case_menu)
+        self.act_cancel = self._action(
+            "&Cancel this case's run", self.runs.cancel_shown, ("Esc",), case_menu
+        )
+        self.act_cancel_all = self._action(
+            "Cancel a&ll runs", self.runs.cancel_all, ("Shift+Esc",), case_menu
+        )
         case_menu.addSeparator()
         self._action("Approve", lambda: self.qa.decide(Decision.APPROVED), ("A",), case_menu)
         self._action("Reject", lambda: self.qa.decide(Decision.REJECTED), ("R",), case_menu)
         self._action(
             "Needs rework", lambda: self.qa.decide(Decision.NEEDS_REWORK), ("W",), case_menu
         )
-        self._action("Next pending", self.decisions.next_pending, ("N", "Space"), case_menu)
+        self._action(
+            "Save note with the decision",
+            self.decisions.save_note,
+            ("Ctrl+Return", "Ctrl+Enter"),
+            case_menu,
+        )
+        self._action("Next undecided", self.decisions.next_undecided, ("N", "Space"), case_menu)
         self._action("Previous", self.decisions.previous_case, ("P",), case_menu)
+        self._action("Write a note", self.qa.note.setFocus, ("Ctrl+N",), case_menu)
         case_menu.addSeparator()
         self._action("Open output folder", self.open_output_folder, (), case_menu)
         self._build_frame_actions(mb.addMenu("Fra&me"))
@@ -243,7 +271,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.models_menu.aboutToShow.connect(self.models.fill_models_menu)
 
         help_menu = mb.addMenu("&Help")
+        self._action("&Keyboard shortcuts", self.show_shortcuts, ("F1",), help_menu)
         self._action("About Crownscan", self.show_about, (), help_menu)
+        for button, action in (
+            (self.run_button, self.act_run),
+            (self.run_all_button, self.act_run_all),
+            (self.cancel_button, self.act_cancel),
+            (self.cancel_all_button, self.act_cancel_all),
+        ):
+            button.setToolTip(action.toolTip())
+        self.runs.update_actions()
 
     def _build_frame_actions(self, menu: QtWidgets.QMenu) -> None:
         """The case-frame menu: place the frame, then correct it; each change applies at once."""
@@ -332,7 +369,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.message(f"Opened {folder} ({len(self.order)} cases)")
         self.case_list.setFocus()  # single-letter review keys must not land in the filter box
         if self.order:
-            first = next((n for n in self.order if is_pending(self.statuses[n])), self.order[0])
+            first = next((n for n in self.order if is_undecided(self.statuses[n])), self.order[0])
             self.case_list.select(first)
         else:
             self.select_case(None)
@@ -340,9 +377,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def refresh_workspace(self) -> None:
         """Re-read the folder and the database (new cases, other technicians' decisions)."""
-        if self.workspace is None or self.runs.tag is not None:
-            if self.runs.tag is not None:
-                self.message("Refresh after the run finishes")
+        if self.workspace is None or self.runs.busy():
+            if self.runs.busy():
+                self.message("Refresh after the run finishes (or Cancel all)")
             return
         keep = self.current
         self.open_workspace(self.workspace)
@@ -408,18 +445,19 @@ class MainWindow(QtWidgets.QMainWindow):
         for s in self.statuses.values():
             counts[s] = counts.get(s, 0) + 1
         parts = [f"{counts[s]} {s.value}" for s in CaseStatus if counts.get(s)]
+        if self.runs.queue:
+            parts.append(f"{len(self.runs.queue)} queued")
         text = ", ".join(parts) if parts else "no cases"
         batch = self.runs.batch_text()
         self.counts_label.setText(f"{batch} · {text}" if batch else text)
 
     # ============================================================ selection & view
     def select_case(self, name: str | None) -> None:
-        """Show ``name``. Work for the case left (its single run, its load) is cancelled."""
+        """Show ``name``. Loading the case left is cancelled; runs and the queue go on."""
         if name == self.current and name is not None:
             return
         left = self.current
         if left is not None:
-            self.runs.cancel_single_run_of(left)
             if self._view_tag is not None:
                 if self._view_tag.kind == "load":
                     self.runner.cancel(self._view_tag)
@@ -434,6 +472,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.case_list.select(name)
             self.case_list.blockSignals(False)
         self.qa.note.setPlainText(self.decisions.drafts.get(name, "") if name else "")
+        self.runs.update_actions()
         if name is None:
             self.qa.show_case(None, None)
             self.viewer3d.clear()
@@ -526,8 +565,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._prefetch_next()
 
     def _prefetch_next(self) -> None:
-        """Load the next pending case's scan and images while the technician reviews this one."""
-        nxt = self.decisions.neighbour(+1, pending_only=True)
+        """Load the next undecided case's scan and images while the technician reviews this one."""
+        nxt = self.decisions.neighbour(+1, undecided_only=True)
         if nxt is None or nxt in self._cache:
             return
         if any(t.case == nxt and t.kind in ("prefetch", "load") for t in self.runner.active()):
@@ -601,6 +640,36 @@ class MainWindow(QtWidgets.QMainWindow):
             self.message(f"{self.current}: no outputs yet")
             return
         QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(str(folder)))
+
+    def shortcut_rows(self) -> list[tuple[str, str]]:
+        """Every keyboard shortcut of the window with what it does, in menu order."""
+        rows = [
+            (key_text(act), act.iconText())
+            for act in self.actions()
+            if not act.shortcut().isEmpty()
+        ]
+        return rows + [
+            ("Esc (in the note)", "Leave the note; the review keys work again"),
+            ("Ctrl+Enter (in the note)", "Save the note with the case's current decision"),
+        ]
+
+    def show_shortcuts(self) -> None:
+        """Help → Keyboard shortcuts: a table of every key the window answers to."""
+        rows = "".join(
+            f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(v)}</td></tr>"
+            for k, v in self.shortcut_rows()
+        )
+        box = QtWidgets.QMessageBox(self)
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setTextFormat(QtCore.Qt.TextFormat.RichText)
+        box.setText(f"<table cellspacing='4'>{rows}</table>")
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.show()
+
+    def focus_cases(self) -> None:
+        """Give the keyboard back to the window (the case list), where A, R, W, N, P and Space
+        act at once; called after a decision and when Esc leaves the note."""
+        self.case_list.setFocus(QtCore.Qt.FocusReason.ShortcutFocusReason)
 
     def show_about(self) -> None:
         QtWidgets.QMessageBox.about(self, "About Crownscan", self.models.about_text())

@@ -13,9 +13,9 @@ from PySide6 import QtCore, QtWidgets
 
 from app.core import case_run
 from app.core.errors import CrownscanError
-from app.core.qa_store import Decision, QaRecord, history_csv_path
+from app.core.qa_store import Decision, QaRecord, default_report_path, history_csv_path
 from app.core.segment.mask_edit import corrected_masks
-from app.core.workspace import CaseStatus, input_hash, is_pending
+from app.core.workspace import CaseStatus, input_hash, is_undecided
 
 from .details import STALE_RESULT
 
@@ -32,7 +32,33 @@ class QaController(QtCore.QObject):
         self.drafts: dict[str, str] = {}
 
     def decide(self, decision: Decision, note: str = "") -> QaRecord | None:
-        """Store a decision for the selected case; the UI says "saved" only after the commit."""
+        """Store a decision for the selected case; the UI says "saved" only after the commit.
+
+        The keyboard goes back to the window either way, so the next key (N, A, ...) acts
+        rather than landing in the note.
+        """
+        try:
+            return self._record(decision, note)
+        finally:
+            self.win.focus_cases()
+
+    def save_note(self) -> QaRecord | None:
+        """Save the note with the case's current decision (Ctrl+Enter), as a new record."""
+        win = self.win
+        name = win.current
+        if name is None or win.store is None:
+            return None
+        try:
+            current = win.store.latest_decisions().get(name)
+        except CrownscanError as exc:
+            win.message(f"{name}: {exc}")
+            return None
+        if current is None:
+            win.message(f"{name}: no decision yet; press A, R or W to save the note with one")
+            return None
+        return self.decide(current.decision, win.qa.note.toPlainText().strip())
+
+    def _record(self, decision: Decision, note: str) -> QaRecord | None:
         name = self.win.current
         if name is None or self.win.store is None:
             return None
@@ -44,6 +70,9 @@ class QaController(QtCore.QObject):
             CaseStatus.NEEDS_REWORK,
         ):
             self.win.message(f"{name}: run the case before judging it")
+            return None
+        if self.win.runs.state_of(name) == "queued":
+            self.win.message(f"{name}: queued to run again; judge the new result (Esc unqueues)")
             return None
         case = self.win.cases[name]
         info = self.win.shown_run_info(name) or case_run.read_run_info(case) or {}
@@ -61,28 +90,21 @@ class QaController(QtCore.QObject):
         ):
             self.win.message(f"{name}: not approved (its inputs changed since the run)")
             return None
+
+        def model(key: str, spec: object, attr: str) -> str:
+            return str(info.get(key) or (getattr(spec, attr) if spec is not None else ""))
+
+        crown, seg = self.win.crown_model, self.win.seg_model
         try:
             record = self.win.store.record_decision(
                 QaRecord(
                     case=name,
                     decision=decision,
                     note=note,
-                    crown_model=str(
-                        info.get("crown_model")
-                        or (self.win.crown_model.id if self.win.crown_model else "")
-                    ),
-                    crown_version=str(
-                        info.get("crown_version")
-                        or (self.win.crown_model.version if self.win.crown_model else "")
-                    ),
-                    seg_model=str(
-                        info.get("seg_model")
-                        or (self.win.seg_model.id if self.win.seg_model else "")
-                    ),
-                    seg_version=str(
-                        info.get("seg_version")
-                        or (self.win.seg_model.version if self.win.seg_model else "")
-                    ),
+                    crown_model=model("crown_model", crown, "id"),
+                    crown_version=model("crown_version", crown, "version"),
+                    seg_model=model("seg_model", seg, "id"),
+                    seg_version=model("seg_version", seg, "version"),
                     provider=",".join(info.get("providers") or self.win.providers),
                     input_hash=now_hash,
                     run_input_hash=run_hash,
@@ -111,40 +133,43 @@ class QaController(QtCore.QObject):
         )
         return answer == QtWidgets.QMessageBox.StandardButton.Yes
 
-    def neighbour(self, step: int, pending_only: bool) -> str | None:
-        """The case ``step`` places along the list (wrapping round to pending ones only)."""
+    def neighbour(self, step: int, undecided_only: bool) -> str | None:
+        """The case ``step`` places along the list (wrapping round, to undecided ones only)."""
         if not self.win.order:
             return None
         start = self.win.order.index(self.win.current) if self.win.current in self.win.order else -1
         n = len(self.win.order)
         for k in range(1, n + 1):
             idx = start + step * k
-            if not pending_only and not 0 <= idx < n:
+            if not undecided_only and not 0 <= idx < n:
                 return None
             name = self.win.order[idx % n]
             if name == self.win.current:
                 return None
-            if not pending_only or is_pending(self.win.statuses[name]):
+            if not undecided_only or is_undecided(self.win.statuses[name]):
                 return name
         return None
 
-    def next_pending(self) -> None:
-        nxt = self.neighbour(+1, pending_only=True)
+    def next_undecided(self) -> None:
+        """Show the next case still to run or to judge (N, Space)."""
+        nxt = self.neighbour(+1, undecided_only=True)
         if nxt is None:
-            self.win.message("No other pending case")
+            self.win.message("No other undecided case")
             return
         self.win.case_list.select(nxt)
 
     def previous_case(self) -> None:
-        prev = self.neighbour(-1, pending_only=False)
+        prev = self.neighbour(-1, undecided_only=False)
         if prev is not None:
             self.win.case_list.select(prev)
 
     def ask_export_report(self) -> None:
+        """Ask where to write the QA report, starting from the workspace and today's date."""
         if self.win.store is None:
             return
+        start = default_report_path(self.win.workspace)
         path, _ = QtWidgets.QFileDialog.getSaveFileName(
-            self.win, "Export QA report", str(self.win.workspace / "qa-report.csv"), "CSV (*.csv)"
+            self.win, "Export QA report", str(start), "CSV (*.csv)"
         )
         if path:
             self.export_report(path)

@@ -13,14 +13,18 @@ from .case_list import STATUS_COLORS
 
 
 class QaPanel(QtWidgets.QWidget):
-    """Emits ``decided(Decision, note)``, ``next_pending()``, ``previous()``.
+    """Emits ``decided(Decision, note)``, ``next_undecided()``, ``previous()``, and from the
+    note box ``note_left()`` (Esc) and ``note_saved()`` (Ctrl+Enter).
 
-    Keyboard shortcuts live on the window's actions; the buttons show them.
+    Keyboard shortcuts live on the window's actions; the buttons show them. In the note box
+    Esc and Ctrl+Enter are the note's own: Esc never cancels a run from there.
     """
 
     decided = QtCore.Signal(object, str)
-    next_pending = QtCore.Signal()
+    next_undecided = QtCore.Signal()
     previous = QtCore.Signal()
+    note_left = QtCore.Signal()
+    note_saved = QtCore.Signal()
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -44,18 +48,23 @@ class QaPanel(QtWidgets.QWidget):
             b.clicked.connect(lambda _=False, d=d: self.decide(d))
 
         self.note = QtWidgets.QPlainTextEdit()
-        self.note.setPlaceholderText("Note for this decision (optional)")
+        self.note.setPlaceholderText(
+            "Note for this decision (optional; Ctrl+Enter saves it, Esc leaves the note)"
+        )
+        self.note.installEventFilter(self)
         self.note.setMaximumHeight(80)
         self.saved_label = QtWidgets.QLabel("")
         self.saved_label.setObjectName("savedLabel")
         self.saved_label.setWordWrap(True)
 
         self.prev_button = QtWidgets.QPushButton("◀ Previous  (P)")
-        self.next_button = QtWidgets.QPushButton("Next pending  (N) ▶")
+        self.next_button = QtWidgets.QPushButton("Next undecided  (N) ▶")
         for b in (self.prev_button, self.next_button):
             b.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
         self.prev_button.clicked.connect(self.previous.emit)
-        self.next_button.clicked.connect(self.next_pending.emit)
+        self.prev_button.setToolTip("The case above in the list (P)")
+        self.next_button.setToolTip("The next case still to run or to judge (N or Space)")
+        self.next_button.clicked.connect(self.next_undecided.emit)
 
         self.history = QtWidgets.QListWidget()
         self.history.setMaximumHeight(110)
@@ -99,9 +108,9 @@ class QaPanel(QtWidgets.QWidget):
         )
         for b in (self.approve, self.reject, self.rework):
             b.setEnabled(ok)
-        tip = "" if ok else "Run the case first: only generated results can be judged"
-        for b in (self.approve, self.reject, self.rework):
-            b.setToolTip(tip)
+        why = "" if ok else "Run the case first: only generated results can be judged. "
+        for b, key in ((self.approve, "A"), (self.reject, "R"), (self.rework, "W")):
+            b.setToolTip(f"{why}{b.text().split('  ')[0]} ({key}); the note is saved with it")
 
     def show_case(self, name: str | None, status: CaseStatus | None) -> None:
         self.title.setText(name or "No case")
@@ -169,6 +178,25 @@ class QaPanel(QtWidgets.QWidget):
             )
         parts.append("</table>")
         self.details.setHtml("".join(parts))
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802
+        """In the note box, Esc leaves it and Ctrl+Enter saves it (before any window shortcut)."""
+        kind = event.type()
+        if watched is self.note and kind in (
+            QtCore.QEvent.Type.ShortcutOverride,
+            QtCore.QEvent.Type.KeyPress,
+        ):
+            key, mods = event.key(), event.modifiers()
+            leave = key == QtCore.Qt.Key.Key_Escape
+            save = key in (QtCore.Qt.Key.Key_Return, QtCore.Qt.Key.Key_Enter) and bool(
+                mods & QtCore.Qt.KeyboardModifier.ControlModifier
+            )
+            if leave or save:
+                event.accept()
+                if kind == QtCore.QEvent.Type.KeyPress:
+                    (self.note_left if leave else self.note_saved).emit()
+                return True
+        return super().eventFilter(watched, event)
 
     def clear_note(self) -> None:
         self.note.clear()

@@ -97,16 +97,29 @@ class RunController(QtCore.QObject):
         )
         return answer == QtWidgets.QMessageBox.StandardButton.Yes
 
+    def state_of(self, name: str | None) -> str | None:
+        """``"running"`` or ``"queued"`` for a case with work under way, else None."""
+        if name is not None and self.tag is not None and self.tag.case == name:
+            return "running"
+        return "queued" if name in self.queue else None
+
+    def busy(self) -> bool:
+        """True while a case runs or waits in the queue."""
+        return self.tag is not None or bool(self.queue)
+
     def run_current(self) -> None:
-        """Run the selected case (crown + segmentation), unless something is already running.
+        """Run the selected case (crown + segmentation); while another case runs it is queued.
 
         A case with a current QA decision is re-run only after the technician confirms it.
         """
         win = self.win
         name = win.current
-        if self.tag is not None or not self.can_run(name):
+        if not self.can_run(name):
             if win.crown_model is None:
                 win.message("No crown model: " + "; ".join(win.model_errors))
+            return
+        if self.state_of(name) is not None:
+            win.message(f"{name}: already {self.state_of(name)}")
             return
         if win.store is not None and not self.confirm_rerun(name):
             win.message(f"{name}: not re-run; its decision stands")
@@ -116,7 +129,7 @@ class RunController(QtCore.QObject):
             self.after_locate = name
             win.message(f"{name}: the run starts once the frame is proposed…")
             return
-        self._start_run(name)
+        self._enqueue([name])
 
     def run_if_waiting(self, name: str) -> None:
         """Start the run that waited for ``name``'s frame to be located."""
@@ -124,32 +137,57 @@ class RunController(QtCore.QObject):
             self.after_locate = None
             self.run_current()
 
+    def run_all_new(self) -> None:
+        """Queue every new case of the workspace (not run yet) to run one after another."""
+        win = self.win
+        if win.crown_model is None:
+            return
+        names = [
+            n
+            for n in win.order
+            if win.statuses[n] is CaseStatus.NEW and self.can_run(n) and not self.state_of(n)
+        ]
+        if not names:
+            win.message("No new case to run")
+            return
+        self._enqueue(names)
+
+    def _enqueue(self, names: list[str]) -> None:
+        """Put ``names`` at the end of the queue; start the first when nothing runs."""
+        win = self.win
+        if not self.busy():
+            self.batch.update(total=0, done=0, errors=0, active=False)
+        self.queue += names
+        self.batch["total"] += len(names)
+        self.batch["active"] = self.batch["total"] > 1
+        for name in names:
+            win.last_outcome[name] = "queued"
+            win.case_list.set_activity(name, "queued")
+        if self.tag is None:
+            self._next_in_queue()
+        else:
+            win.message(f"{', '.join(names)}: queued ({len(self.queue)} waiting)")
+            win.update_counts()
+            self.update_actions()
+
     def _start_run(self, name: str) -> None:
         win = self.win
         case = win.cases[name]
         self.tag = win.new_tag("run", name)
         win.transient_errors.pop(name, None)
+        win.last_outcome[name] = "running"
+        win.case_list.set_activity(name, "running", 0.0)
         win.set_status(name, CaseStatus.RUNNING)
+        win.message(f"{name}: running")
         self.set_busy(True, f"{name}: starting")
         win.runner.submit(self.tag, self._run_fn(case))
-
-    def run_all_pending(self) -> None:
-        """Queue every new case of the workspace and run them one after another."""
-        win = self.win
-        if self.tag is not None or win.crown_model is None:
-            return
-        self.queue = [n for n in win.order if win.statuses[n] is CaseStatus.NEW and self.can_run(n)]
-        if not self.queue:
-            win.message("Nothing pending to run")
-            return
-        self.batch.update(total=len(self.queue), done=0, errors=0, active=True)
-        self._next_in_queue()
 
     def _next_in_queue(self) -> None:
         win = self.win
         while self.queue:
             name = self.queue.pop(0)
-            if name in win.cases and win.statuses.get(name) is CaseStatus.NEW:
+            win.case_list.set_activity(name, None)
+            if name in win.cases and self.can_run(name):
                 self._start_run(name)
                 win.update_counts()
                 return
@@ -160,30 +198,55 @@ class RunController(QtCore.QObject):
         self.set_busy(False)
         win.update_counts()
 
-    def cancel_runs(self) -> None:
-        """Stop the running case (between batches) and the rest of the queue."""
+    def cancel_shown(self) -> None:
+        """Cancel the work on the case shown: stop its run, or take it out of the queue.
+
+        Other cases' runs and the rest of the queue go on ("Cancel all" stops them).
+        """
+        win = self.win
+        name = win.current
+        state = self.state_of(name)
+        if state == "queued":
+            self.queue.remove(name)
+            self.batch["total"] -= 1
+            win.case_list.set_activity(name, None)
+            win.last_outcome.pop(name, None)
+            win.message(f"{name}: taken out of the queue")
+            win.show_details()
+            win.update_counts()
+            self.update_actions()
+        elif state == "running":
+            self._drop_run(self.tag, f"Run of {name} cancelled; the case is as it was")
+        elif self.busy():
+            win.message(f"{name}: nothing to cancel (Cancel all stops the other runs)")
+
+    def cancel_all(self) -> None:
+        """Stop the running case (between batches) and empty the queue."""
+        win = self.win
+        dropped = len(self.queue)
+        for name in self.queue:
+            win.case_list.set_activity(name, None)
+            win.last_outcome.pop(name, None)
         self.queue.clear()
         self.batch["active"] = False
-        tag = self.tag
-        if tag is None:
-            return
-        self._drop_run(tag, f"Run of {tag.case} cancelled; the case is as it was")
-
-    def cancel_single_run_of(self, name: str) -> None:
-        """Cancel ``name``'s single run (not a batch's) because another case was selected."""
-        tag = self.tag
-        if tag is not None and tag.case == name and not self.batch["active"]:
-            self._drop_run(tag, f"Run of {name} cancelled (another case was selected)")
+        queued = f"; {dropped} queued case(s) not run" if dropped else ""
+        if self.tag is not None:
+            case = self.tag.case
+            self._drop_run(self.tag, f"Run of {case} cancelled; the case is as it was{queued}")
+        else:
+            self.set_busy(False)
+            win.update_counts()
+            if dropped:
+                win.message(f"Queue emptied{queued}")
 
     def _drop_run(self, tag: Tag, text: str) -> None:
         win = self.win
         win.runner.cancel(tag)
         self.tag = None
-        win.set_status(tag.case)
-        self.set_busy(False)
         win.last_outcome[tag.case] = "run cancelled"
         win.message(text)
-        win.run_finished.emit(tag.case, "cancelled")
+        win.set_status(tag.case)
+        self._after_run(tag, "cancelled")
 
     def reset(self) -> None:
         """Forget the queue, the batch and the running task (the workspace is being left)."""
@@ -194,24 +257,31 @@ class RunController(QtCore.QObject):
 
     def set_busy(self, busy: bool, text: str = "") -> None:
         win = self.win
-        win.cancel_button.setEnabled(busy)
         win.progress.setValue(0)
         win.progress.setFormat(text if busy else "")
         self.update_actions()
 
     def update_actions(self) -> None:
-        """Enable Run and Run all when nothing runs and there is something to run."""
+        """Enable Run for a case that can run and is not under way; Cancel for the case shown
+        while it runs or waits, Cancel all while anything does."""
         win = self.win
-        idle = self.tag is None
-        can = self.can_run(win.current)
-        win.run_button.setEnabled(idle and can)
-        win.run_all_button.setEnabled(idle and win.crown_model is not None and bool(win.order))
-        if hasattr(win, "act_run"):
-            win.act_run.setEnabled(idle and can)
-            win.act_run_all.setEnabled(win.run_all_button.isEnabled())
+        if not hasattr(win, "act_run"):
+            return
+        shown = self.state_of(win.current)
+        for widgets, on in (
+            ((win.act_run, win.run_button), self.can_run(win.current) and shown is None),
+            (
+                (win.act_run_all, win.run_all_button),
+                win.crown_model is not None and bool(win.order),
+            ),
+            ((win.act_cancel, win.cancel_button), shown is not None),
+            ((win.act_cancel_all, win.cancel_all_button), self.busy()),
+        ):
+            for widget in widgets:
+                widget.setEnabled(on)
 
     def batch_text(self) -> str:
-        """ "batch 2/5 (1 failed)" while a batch runs, else empty."""
+        """The batch's progress ("batch 2/5 (1 failed)") while more than one run is under way."""
         b = self.batch
         if not b["active"]:
             return ""
@@ -227,6 +297,7 @@ class RunController(QtCore.QObject):
             if self.batch["active"]:
                 prefix = f"[{self.batch['done'] + 1}/{self.batch['total']}] "
             self.win.progress.setFormat(f"{prefix}{tag.case}: {stage} %p%")
+            self.win.case_list.set_activity(tag.case, "running", fraction)
 
     def _on_done(self, tag: Tag, result: Any) -> None:
         if tag.kind != "run" or tag != self.tag:
@@ -290,9 +361,10 @@ class RunController(QtCore.QObject):
             self.batch["done"] += 1
             if outcome == "error":
                 self.batch["errors"] += 1
+        self.win.case_list.set_activity(tag.case, None)
         self.set_busy(False)
         self.win.run_finished.emit(tag.case, outcome)
-        if self.batch["active"]:
+        if self.tag is None:
             self._next_in_queue()
         self.win.update_counts()
 
