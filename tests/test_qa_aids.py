@@ -257,3 +257,22 @@ def test_distance_limits_are_settings(isolated_qsettings, qapp):
     dlg.clearance_spin.setValue(2.0)
     assert dlg.result_settings().distance_limits() == DistanceLimits(0.05, 2.0)
     dlg.deleteLater()
+
+
+def test_a_database_from_before_corrected_masks_gains_the_column(tmp_path):
+    import sqlite3
+
+    from app.core.qa_store import DB_NAME, Decision, QaRecord, QaStore
+
+    with QaStore(tmp_path) as store:
+        store.record_decision(QaRecord("old", Decision.APPROVED))
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.execute("ALTER TABLE decisions DROP COLUMN corrected_masks")  # as the table shipped
+    db.commit()
+    db.close()
+    masks = ("output/a_mask_corrected.png", "output/b;c_mask_corrected.png")
+    with QaStore(tmp_path) as store:
+        assert store.history("old")[0].corrected_masks == ()
+        store.record_decision(QaRecord("new", Decision.REJECTED, corrected_masks=masks))
+    with QaStore(tmp_path) as store:
+        assert store.latest_decisions()["new"].corrected_masks == masks
