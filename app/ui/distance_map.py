@@ -96,6 +96,8 @@ class DistanceMap(QtCore.QObject):
         crown = self.viewer.mesh("crown")
         if self.distances is not None and (crown is None or "proximal_mm" not in crown.point_data):
             self.distances = None
+            if self.viewer.crown_colors is not None:
+                self.viewer.paint_crown(None)  # never the old crown's colours on a new one
             if self.mode is not None:
                 self.compute()
 
