@@ -51,6 +51,12 @@ def check_screenshot(name: str, actual: np.ndarray) -> float:
         _save_failure(name, actual)
         raise AssertionError(f"no reference {ref_path.name}; make it with {UPDATE_ENV}=1")
     reference = np.asarray(Image.open(ref_path).convert("RGB"))
+    if reference.shape != actual.shape:
+        saved = _save_failure(name, actual)
+        raise AssertionError(
+            f"{name}: picture is {actual.shape[1]}x{actual.shape[0]}, the reference"
+            f" {reference.shape[1]}x{reference.shape[0]} (a scaled display?); actual in {saved}"
+        )
     error = image_error(reference, actual)
     if error > MAX_ERROR:
         saved = _save_failure(name, actual)
