@@ -106,10 +106,10 @@ def signed_distances(
 ) -> np.ndarray:
     """Signed distance from each point to the nearest triangle, exact within ``max_mm``.
 
-    Candidates come from a KD-tree on triangle centroids: the nearest centroid bounds the
+    Candidates come from a KD-tree on triangle centroids: the nearest scan vertex bounds the
     distance from above, and a triangle can only be nearer when its centroid lies within that
-    bound plus the largest circumradius (about the centroid), so no nearer triangle is missed.
-    The sign is that of the nearest triangle's normal side; points with no triangle within
+    bound plus its circumradius (about the centroid), so no nearer triangle is missed. The
+    sign is that of the nearest triangle's normal side; points with no triangle within
     ``max_mm`` get ``inf``.
     """
     from scipy.spatial import cKDTree
@@ -120,16 +120,22 @@ def signed_distances(
     if len(tri) == 0 or len(points) == 0:
         return out
     centroids = tri.mean(axis=1)
-    spread = float(np.linalg.norm(tri - centroids[:, None], axis=2).max())
+    radius = np.linalg.norm(tri - centroids[:, None], axis=2).max(axis=1)
     tree = cKDTree(centroids)
-    bound, _ = tree.query(points)
-    todo = np.flatnonzero(bound - spread <= max_mm)
+    lower, _ = tree.query(points)
+    todo = np.flatnonzero(lower - radius.max() <= max_mm)
     if len(todo) == 0:
         return out
-    pairs = tree.query_ball_point(points[todo], np.minimum(bound[todo], max_mm) + spread)
+    used = np.asarray(vertices, dtype=np.float64)[np.unique(np.asarray(faces).ravel())]
+    bound = np.minimum(cKDTree(used).query(points[todo])[0], max_mm)
+    pairs = tree.query_ball_point(points[todo], bound + radius.max())
     counts = np.fromiter((len(p) for p in pairs), dtype=np.int64, count=len(todo))
     pi = np.repeat(todo, counts)
     ti = np.fromiter((t for p in pairs for t in p), dtype=np.int64, count=int(counts.sum()))
+    keep = (
+        np.linalg.norm(points[pi] - centroids[ti], axis=1) <= np.repeat(bound, counts) + radius[ti]
+    )
+    pi, ti = pi[keep], ti[keep]
     s = _signed(points[pi], tri[ti], _face_normals(tri)[ti])
     order = np.lexsort((np.abs(s), pi))
     first = order[np.r_[True, pi[order][1:] != pi[order][:-1]]]
