@@ -121,8 +121,10 @@ def test_a_result_from_other_inputs_shows_inputs_changed_until_re_run(
     settled(qtbot, w)
     assert w.case_list.status_text("case_001") == INPUTS_CHANGED
     assert run_and_wait(qtbot, w, "case_001") == "generated"
+    result_view = w.shown
     settled(qtbot, w)
     assert w.case_list.status_text("case_001") == "generated"
+    assert w.shown is result_view  # the run's own run.json is no reason to reload the case
 
 
 def test_a_new_case_folder_is_listed_without_f5_and_drafts_are_kept(

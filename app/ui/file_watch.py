@@ -130,11 +130,13 @@ class FileWatch(QtCore.QObject):
         cases, states = result
         if [c.name for c in cases] != win.order or any(c != win.cases[c.name] for c in cases):
             if win.runs.tag is None:
-                win.message("The workspace changed on disk: re-read")
                 win.refresh_workspace()
+                win.message("The workspace changed on disk: re-read")
             return
-        touched = {
-            n for n, (stamp, _) in states.items() if self.states.get(n, (stamp,))[0] != stamp
+        touched = {  # inputs changed (a new run.json alone is no reason to reload)
+            n
+            for n, (stamp, _) in states.items()
+            if self.states.get(n, (stamp,))[0][:-1] != stamp[:-1]
         }
         self.states = states
         for name in touched:
@@ -157,7 +159,7 @@ class FileWatch(QtCore.QObject):
                 continue
             known = self.states.get(name)
             new = current_status(
-                win.cases[name], decisions.get(name), runs.get(name), known and known[1]
+                win.cases[name], decisions.get(name), runs.get(name), known[1] if known else None
             )
             if new != old:
                 win.set_status(name, new)
