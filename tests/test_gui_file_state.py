@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,7 +180,7 @@ def toolbar_overflow(w) -> dict[str, list[str]]:
 
 
 def test_the_toolbars_fit_at_1280x720(make_window, fake_workspace, qtbot):
-    w = make_window(fake_workspace)
+    w = make_window(fake_workspace, models=Path(__file__).resolve().parents[1] / "models")
     w.resize(1280, 720)
     wait_for(qtbot, lambda: w.width() == 1280)
     QtWidgets.QApplication.processEvents()

@@ -183,7 +183,7 @@ class Viewer2D(QtWidgets.QWidget):
         controls.addWidget(one)
         controls.addWidget(self.zoom_label)
         self.legend_toolbar = QtWidgets.QToolBar("Classes")
-        self.legend_toolbar.addWidget(QtWidgets.QLabel(" Classes "))
+        self.legend_toolbar.setToolTip("Classes shown in the overlay")
         self._legend_actions: list[QtGui.QAction] = []
         bars = QtWidgets.QVBoxLayout()
         bars.setContentsMargins(0, 0, 0, 0)
