@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gui_fixtures import *  # noqa: F403
 from gui_fixtures import wait_for
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 pytestmark = pytest.mark.gui
 
@@ -73,9 +73,11 @@ def test_f5_after_fixing_a_file_clears_the_error_and_shows_the_new_scan(
     assert w.viewer3d.actor("scan") is None
     w.file_watch.stop()  # F5 alone must do it
     fix_file(fake_workspace / "case_002" / "scan.ply", good)
-    (refresh,) = [a for a in w.actions() if a.shortcut().toString() == "F5"]
+    w.activateWindow()
+    wait_for(qtbot, lambda: QtWidgets.QApplication.activeWindow() is w)  # shortcuts need it
+    w.case_list.setFocus()
     with qtbot.waitSignal(w.view_shown, timeout=60000):
-        refresh.trigger()
+        qtbot.keyClick(w.case_list, QtCore.Qt.Key.Key_F5)
     assert w.current == "case_002"
     assert w.case_list.status_text("case_002") == "new"
     assert "Error" not in w.qa.details.toPlainText()
