@@ -33,6 +33,7 @@ class CaseStatus(enum.StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     NEEDS_REWORK = "needs rework"
+    INPUTS_CHANGED = "inputs changed — re-run"
     ERROR = "error"
 
 
@@ -145,11 +146,12 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
 
 
-UNDECIDED = (CaseStatus.NEW, CaseStatus.GENERATED)
+UNDECIDED = (CaseStatus.NEW, CaseStatus.GENERATED, CaseStatus.INPUTS_CHANGED)
 
 
 def is_undecided(status: CaseStatus) -> bool:
-    """A case still waiting for review: not yet generated, or generated but not yet judged."""
+    """A case still waiting for review: not yet generated, generated but not yet judged, or
+    made from inputs that changed since."""
     return status in UNDECIDED
 
 

@@ -17,6 +17,7 @@ STATUS_COLORS: dict[CaseStatus, str] = {
     CaseStatus.APPROVED: "#4cbf6b",
     CaseStatus.REJECTED: "#e05555",
     CaseStatus.NEEDS_REWORK: "#e08a3c",
+    CaseStatus.INPUTS_CHANGED: "#b48ae0",
     CaseStatus.ERROR: "#d0342c",
 }
 

@@ -69,8 +69,8 @@ class DistanceMap(QtCore.QObject):
         self.button.setToolTip("Colour the crown by its distance to the neighbours or antagonist")
         self.button.setMenu(menu)
         self.button.setPopupMode(QtWidgets.QToolButton.ToolButtonPopupMode.InstantPopup)
-        viewer.display_toolbar.addSeparator()
-        viewer.display_toolbar.addWidget(self.button)
+        viewer.tools_toolbar.addSeparator()
+        viewer.tools_toolbar.addWidget(self.button)
         viewer.meshes_changed.connect(self._meshes_changed)
         viewer.closing.connect(self.shutdown)
 

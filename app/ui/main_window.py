@@ -22,12 +22,14 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.core.crown.frame import CaseFrame
 from app.core.errors import CrownscanError
-from app.core.qa_store import Decision, QaStore, case_status, error_text
+from app.core.input_state import current_status
+from app.core.qa_store import Decision, QaStore, error_text
 from app.core.workspace import Case, CaseStatus, discover_cases, is_undecided
 
 from .case_list import CaseList
 from .case_view import CaseView, case_stamp, load_case_view
 from .details import result_notes, run_rows
+from .file_watch import FileWatch
 from .frame_controller import FINE_TURN_DEG, FrameController
 from .model_controller import ModelController
 from .qa_aids import install_qa_aids
@@ -99,6 +101,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.decisions = QaController(self)
         self.framing = FrameController(self)
         self.models = ModelController(self)
+        self.file_watch = FileWatch(self)
 
         self._build_ui()
         self._build_actions()
@@ -359,7 +362,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.frames = store.frames()
         self.frame_sources = store.frame_sources()
         self.statuses = {
-            n: case_status(self.cases[n], decisions.get(n), runs.get(n)) for n in self.order
+            n: current_status(self.cases[n], decisions.get(n), runs.get(n)) for n in self.order
         }
         self.case_list.set_cases([(n, self.statuses[n], self.error_of(n)) for n in self.order])
         self.settings.add_recent(folder)
@@ -374,6 +377,7 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self.select_case(None)
         self.runs.update_actions()
+        self.file_watch.watch()
 
     def refresh_workspace(self) -> None:
         """Re-read the folder and the database (new cases, other technicians' decisions)."""
@@ -382,11 +386,18 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.message("Refresh after the run finishes (or Cancel all)")
             return
         keep = self.current
+        drafts = dict(self.decisions.drafts)
+        if keep is not None:
+            drafts[keep] = self.qa.note.toPlainText()
         self.open_workspace(self.workspace)
+        self.decisions.drafts.update((n, t) for n, t in drafts.items() if n in self.cases)
+        if self.current is not None:
+            self.qa.note.setPlainText(self.decisions.drafts.get(self.current, ""))
         if keep in self.cases:
             self.case_list.select(keep)
 
     def _leave_workspace(self) -> None:
+        self.file_watch.stop()
         self.runner.cancel_where(lambda t: t.kind != "warmup")
         self.runs.reset()
         self._view_tag = None
@@ -411,7 +422,7 @@ class MainWindow(QtWidgets.QMainWindow):
         assert self.store is not None
         dec = self.store.latest_decisions().get(name)
         run = self.store.latest_runs().get(name)
-        return case_status(case, dec, run)
+        return current_status(case, dec, run, self.file_watch.state(name))
 
     def error_of(self, name: str) -> str | None:
         """Why case ``name`` is in error (load problem, failed run, unusable folder), or None."""
@@ -497,6 +508,21 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self._view_tag = self.new_tag("load", name)
         self.runner.submit(self._view_tag, lambda token, progress: load_case_view(case, token))
+
+    def forget_view(self, name: str) -> None:
+        """The files of ``name`` changed: drop its cached view and the load error it gave."""
+        self._cache.pop(name, None)
+        self.transient_errors.pop(name, None)
+
+    def reload_current(self) -> None:
+        """Load the shown case again from its files (its note draft is kept)."""
+        name = self.current
+        if name is None:
+            return
+        self.decisions.drafts[name] = self.qa.note.toPlainText()
+        self.forget_view(name)
+        self.current = None
+        self.select_case(name)
 
     def new_tag(self, kind: str, case: str) -> Tag:
         """A tag for new work of ``kind`` on ``case``, of a generation no earlier tag has."""
@@ -722,6 +748,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._closed:
             return
         self._closed = True
+        self.file_watch.stop()
         self.runs.queue.clear()
         self.runner.shutdown()
         self._cache.clear()

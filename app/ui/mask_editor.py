@@ -82,9 +82,10 @@ class MaskEditor(QtCore.QObject):
             bar.widgetForAction(act).setToolButtonStyle(
                 QtCore.Qt.ToolButtonStyle.ToolButtonIconOnly
             )
-        self.state = QtWidgets.QLabel("")
-        bar.addWidget(self.state)
+        self.state = QtWidgets.QLabel("")  # below the bar: it would push Save out of a narrow one
+        self.state.hide()
         viewer.tool_bars.addWidget(bar)
+        viewer.tool_bars.addWidget(self.state)
         self.toolbar = bar
 
         viewer.classes_changed.connect(self._fill_classes)
@@ -92,6 +93,10 @@ class MaskEditor(QtCore.QObject):
         viewer.view.viewport().installEventFilter(self)
         self._fill_classes()
         self._update()
+
+    def _say(self, text: str) -> None:
+        self.state.setText(text)
+        self.state.setVisible(bool(text))
 
     def _tool(self, bar: QtWidgets.QToolBar, text: str, tip: str) -> QtGui.QAction:
         act = QtGui.QAction(text, self)  # owned here: the view's filter reads them to the end
@@ -154,13 +159,13 @@ class MaskEditor(QtCore.QObject):
         )
         self.save_action.setEnabled(unsaved)
         if entry is not None and entry.labels is None and self.active:
-            self.state.setText(" no mask to correct")
+            self._say("no mask to correct")
         elif unsaved:
-            self.state.setText(" edited, not saved")
+            self._say("edited, not saved")
         elif entry is not None and entry.path in self.saved_versions:
-            self.state.setText(" corrected mask saved")
+            self._say("corrected mask saved")
         else:
-            self.state.setText("")
+            self._say("")
 
     # --- painting ----------------------------------------------------------------------------
 
@@ -234,7 +239,7 @@ class MaskEditor(QtCore.QObject):
         try:
             path = save_corrected_mask(model_mask, edits.labels, self.viewer.palette, self.inputs())
         except CrownscanError as exc:
-            self.state.setText(" NOT saved")
+            self._say("NOT saved")
             self.failed.emit(str(exc))
             return None
         self.saved_versions[entry.path] = edits.version

@@ -32,7 +32,7 @@ class MeasureTool(QtCore.QObject):
         self.action.setCheckable(True)
         self.action.setToolTip("Measure: click two points on the scan or the crown (mm)")
         self.action.toggled.connect(self._set_active)
-        viewer.views_toolbar.insertAction(viewer.pick_action, self.action)
+        viewer.tools_toolbar.insertAction(viewer.pick_action, self.action)
         viewer.pick_action.toggled.connect(lambda on: on and self.action.setChecked(False))
         viewer.meshes_changed.connect(self._meshes_changed)
 

@@ -68,6 +68,7 @@ class QaController(QtCore.QObject):
             CaseStatus.APPROVED,
             CaseStatus.REJECTED,
             CaseStatus.NEEDS_REWORK,
+            CaseStatus.INPUTS_CHANGED,
         ):
             self.win.message(f"{name}: run the case before judging it")
             return None

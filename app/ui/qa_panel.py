@@ -105,6 +105,7 @@ class QaPanel(QtWidgets.QWidget):
             CaseStatus.APPROVED,
             CaseStatus.REJECTED,
             CaseStatus.NEEDS_REWORK,
+            CaseStatus.INPUTS_CHANGED,
         )
         for b in (self.approve, self.reject, self.rework):
             b.setEnabled(ok)

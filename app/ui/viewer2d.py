@@ -66,9 +66,12 @@ class ImageView(QtWidgets.QGraphicsView):
         self._fit = True
 
     def set_image(self, image: QtGui.QImage | None) -> None:
-        if image is None:
+        if image is None:  # nothing of the last picture stays: no zoom, no scroll range
             self.pixmap_item.setPixmap(QtGui.QPixmap())
             self.roi_item.hide()
+            self.resetTransform()
+            self.scene().setSceneRect(QtCore.QRectF(0, 0, 1, 1))
+            self._fit = True
             return
         first = self.pixmap_item.pixmap().size() != image.size()
         self.pixmap_item.setPixmap(QtGui.QPixmap.fromImage(image))
@@ -156,7 +159,7 @@ class Viewer2D(QtWidgets.QWidget):
         self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(50)
-        self.opacity.setFixedWidth(110)
+        self.opacity.setFixedWidth(80)
         self.opacity.setToolTip("Overlay opacity")
         self.mode = QtWidgets.QComboBox()
         self.mode.addItems(["fill", "contour"])
@@ -175,7 +178,6 @@ class Viewer2D(QtWidgets.QWidget):
         self.info.setObjectName("imageInfo")
 
         controls = QtWidgets.QToolBar("Overlay")
-        controls.addWidget(QtWidgets.QLabel(" Overlay "))
         controls.addWidget(self.opacity)
         controls.addWidget(self.mode)
         controls.addSeparator()
@@ -183,7 +185,7 @@ class Viewer2D(QtWidgets.QWidget):
         controls.addWidget(one)
         controls.addWidget(self.zoom_label)
         self.legend_toolbar = QtWidgets.QToolBar("Classes")
-        self.legend_toolbar.addWidget(QtWidgets.QLabel(" Classes "))
+        self.legend_toolbar.setToolTip("Classes shown in the overlay")
         self._legend_actions: list[QtGui.QAction] = []
         bars = QtWidgets.QVBoxLayout()
         bars.setContentsMargins(0, 0, 0, 0)
@@ -272,6 +274,7 @@ class Viewer2D(QtWidgets.QWidget):
     def clear_view(self, message: str = "") -> None:
         self.composite = None
         self.view.set_image(None)
+        self.zoom_label.setText("")
         self.info.setText(message)
 
     def current_entry(self) -> ImageEntry | None:

@@ -139,38 +139,46 @@ class Viewer3D(QtWidgets.QWidget):
         self.frame_check.setChecked(True)
         self.frame_check.setToolTip("Show the region the crown model sees (its frame)")
         self.frame_check.toggled.connect(self._show_frame_overlays)
-        top.addWidget(self.frame_check)
         views = QtWidgets.QToolBar("3D views")
         self.views_toolbar = views
         for name in VIEWS:
-            act = views.addAction(name)
+            act = views.addAction(name[0])  # O, B, L, M, D: the surfaces' usual letters
             act.setToolTip(f"{name} view")
             act.triggered.connect(lambda _=False, n=name: self.set_view(n))
             self.view_buttons[name] = views.widgetForAction(act)
-        act = views.addAction("Reset")
-        act.setToolTip("Reset camera")
-        act.triggered.connect(self.reset_camera)
-        views.addSeparator()
-        self.pick_action = views.addAction("Pick centre")
+        reset = views.addAction(
+            self.style().standardIcon(QtWidgets.QStyle.StandardPixmap.SP_BrowserReload), "Reset"
+        )
+        reset.setToolTip("Reset camera (Home)")
+        reset.triggered.connect(self.reset_camera)
+        views.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextOnly)
+        views.widgetForAction(reset).setToolButtonStyle(
+            QtCore.Qt.ToolButtonStyle.ToolButtonIconOnly
+        )
+        tools = QtWidgets.QToolBar("3D tools")
+        self.tools_toolbar = tools
+        self.pick_action = tools.addAction("Pick centre")
         self.pick_action.setCheckable(True)
         self.pick_action.setToolTip(
             "Click the preparation on the scan: the case frame (crop box, occlusal and"
             " mesio-distal axes) is proposed there"
         )
         self.pick_action.toggled.connect(self._set_picking)
-        act = views.addAction(
+        tools.addWidget(self.frame_check)
+        act = tools.addAction(
             self.style().standardIcon(QtWidgets.QStyle.StandardPixmap.SP_DialogSaveButton), "PNG"
         )
         act.setToolTip("Save the 3D view as a PNG (screenshot)")
         act.triggered.connect(self._ask_screenshot)
-        views.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextOnly)
-        views.widgetForAction(act).setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonIconOnly)
+        tools.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextOnly)
+        tools.widgetForAction(act).setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonIconOnly)
 
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
         lay.addWidget(top)
         lay.addWidget(views)
+        lay.addWidget(tools)
         lay.addWidget(self._slot, 1)
         self.legend = QtWidgets.QLabel()
         self.legend.setObjectName("distanceLegend")
@@ -205,7 +213,7 @@ class Viewer3D(QtWidgets.QWidget):
         s = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         s.setRange(0, 100)
         s.setValue(value)
-        s.setFixedWidth(72)
+        s.setFixedWidth(56)
         return s
 
     # --- content ---------------------------------------------------------------------------
