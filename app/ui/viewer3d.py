@@ -176,6 +176,11 @@ class Viewer3D(QtWidgets.QWidget):
         """The interactor, made on first use."""
         return self._plotter if self._plotter is not None else self.make_plotter()
 
+    @property
+    def has_plotter(self) -> bool:
+        """Whether the interactor is made yet (it comes after the window shows)."""
+        return self._plotter is not None
+
     def make_plotter(self) -> QtInteractor:
         """Load pyvista and put the interactor where the placeholder was (once)."""
         if self._plotter is None:
