@@ -47,8 +47,8 @@ def _models() -> tuple[object, object, str]:
 
 
 def _sample_case(workspace: Path) -> tuple[Path, Path, str]:
-    from app.core.cases import discover_cases
     from app.core.paths import sample_workspace_dir
+    from app.core.workspace import discover_cases
 
     src = sample_workspace_dir()
     cases = [c for c in discover_cases(src) if c.scan is not None and c.images]

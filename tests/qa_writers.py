@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.core.cases import Decision, QaRecord, QaStore  # noqa: E402
 from app.core.errors import CrownscanError  # noqa: E402
+from app.core.qa_store import Decision, QaRecord, QaStore  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

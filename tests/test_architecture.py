@@ -14,7 +14,8 @@ QT_MODULES = ("PySide6", "PyQt5", "PyQt6", "shiboken6", "pyvistaqt", "qtpy")
 def test_core_imports_no_qt() -> None:
     code = (
         "import sys, app.core, app.core.crown, app.core.runtime, app.core.manifest, "
-        "app.core.crown.pipeline, app.core.segment.pipeline, app.core.cases, app.cli\n"
+        "app.core.crown.pipeline, app.core.segment.pipeline, app.core.workspace, "
+        "app.core.qa_store, app.core.case_run, app.cli\n"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {QT_MODULES!r})\n"
         "print(','.join(bad))"
     )

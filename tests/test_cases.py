@@ -12,19 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from app.core import cases
-from app.core.cases import (
-    Case,
-    CaseStatus,
-    Decision,
-    QaRecord,
-    QaStore,
-    case_status,
-    discover_cases,
-    input_hash,
-)
+from app.core import qa_store, workspace
 from app.core.crown.frame import CaseFrame
 from app.core.errors import InputError
+from app.core.qa_store import Decision, QaRecord, QaStore, case_status
+from app.core.workspace import Case, CaseStatus, discover_cases, input_hash
 
 
 def make_workspace(root: Path) -> Path:
@@ -96,7 +88,7 @@ def test_store_round_trip_and_latest_decision(tmp_path):
         )
         store.record_decision(QaRecord("case_b", Decision.NEEDS_REWORK))
         assert first.id < second.id
-        assert first.user == cases.current_user() and first.time
+        assert first.user == qa_store.current_user() and first.time
     # a fresh connection (as after a restart) sees everything
     with QaStore(ws) as store:
         latest = store.latest_decisions()
@@ -141,7 +133,7 @@ def test_decision_keeps_the_run_hash_beside_the_hash_at_decision_time(tmp_path):
 def test_a_database_from_before_run_hashes_opens_and_gains_the_column(tmp_path):
     """The decisions table as first shipped (no ``run_input_hash``): old rows read back with an
     unknown run hash, new decisions store theirs, and a second open changes nothing."""
-    db = sqlite3.connect(tmp_path / cases.DB_NAME)
+    db = sqlite3.connect(tmp_path / qa_store.DB_NAME)
     db.execute(
         "CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, case_name TEXT NOT NULL,"
         " decision TEXT NOT NULL, note TEXT NOT NULL DEFAULT '', time TEXT NOT NULL,"
@@ -180,7 +172,7 @@ def test_decision_is_committed_before_record_decision_returns(tmp_path):
     code = textwrap.dedent(
         f"""
         import os
-        from app.core.cases import QaStore, QaRecord, Decision
+        from app.core.qa_store import QaStore, QaRecord, Decision
         store = QaStore({str(tmp_path)!r})
         store.record_decision(QaRecord("case_x", Decision.APPROVED, note="saved"))
         os._exit(9)
@@ -188,7 +180,7 @@ def test_decision_is_committed_before_record_decision_returns(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1])
     assert proc.returncode == 9
-    db = sqlite3.connect(tmp_path / cases.DB_NAME)
+    db = sqlite3.connect(tmp_path / qa_store.DB_NAME)
     rows = db.execute("SELECT case_name, decision, note FROM decisions").fetchall()
     db.close()
     assert rows == [("case_x", "approved", "saved")]
@@ -205,13 +197,13 @@ def test_export_csv_is_complete_and_quoted(tmp_path):
     assert rows[0]["note"] == 'said "fine", then left'
     assert rows[1]["note"] == "line1\nline2"
     assert rows[1]["decision"] == "rejected"
-    assert list(rows[0]) == cases.CSV_COLUMNS
+    assert list(rows[0]) == qa_store.CSV_COLUMNS
     assert not list(out.parent.glob(".*tmp"))
 
 
 def test_export_csv_refuses_the_database_itself(tmp_path):
     with QaStore(tmp_path) as store, pytest.raises(InputError):
-        store.export_csv(tmp_path / cases.DB_NAME)
+        store.export_csv(tmp_path / qa_store.DB_NAME)
 
 
 def _case(tmp_path: Path, with_outputs: bool) -> Case:
@@ -243,7 +235,7 @@ def test_case_status_from_outputs_decisions_and_runs(tmp_path):
         store.record_run("c", "error", "scan.stl: broken")
         dec, run = store.latest_decisions()["c"], store.latest_runs()["c"]
         assert case_status(case, dec, run) is CaseStatus.ERROR
-        assert cases.error_text(case, run) == "scan.stl: broken"
+        assert qa_store.error_text(case, run) == "scan.stl: broken"
         store.record_run("c", "generated")
         dec, run = store.latest_decisions().get("c"), store.latest_runs()["c"]
         assert dec is None  # the new outputs superseded the decision
@@ -257,15 +249,15 @@ def test_case_without_scan_is_error_with_text(tmp_path):
     ws = make_workspace(tmp_path)
     img_only = discover_cases(ws)[2]
     assert case_status(img_only) is CaseStatus.ERROR
-    assert "no scan mesh" in cases.error_text(img_only, None)
+    assert "no scan mesh" in qa_store.error_text(img_only, None)
 
 
 def test_pending_states():
-    assert cases.is_pending(CaseStatus.NEW)
-    assert cases.is_pending(CaseStatus.GENERATED)
-    assert not cases.is_pending(CaseStatus.APPROVED)
-    assert not cases.is_pending(CaseStatus.NEEDS_REWORK)
-    assert not cases.is_pending(CaseStatus.ERROR)
+    assert workspace.is_pending(CaseStatus.NEW)
+    assert workspace.is_pending(CaseStatus.GENERATED)
+    assert not workspace.is_pending(CaseStatus.APPROVED)
+    assert not workspace.is_pending(CaseStatus.NEEDS_REWORK)
+    assert not workspace.is_pending(CaseStatus.ERROR)
 
 
 def test_case_frames_are_stored_replaced_and_cleared(tmp_path):
@@ -288,7 +280,7 @@ def test_case_frames_are_stored_replaced_and_cleared(tmp_path):
 def test_centres_picked_before_frames_had_directions_still_load(tmp_path):
     """A workspace database from before the frame's directions: its picked centres open as
     centre-only frames, and new frames with directions save into it."""
-    db = sqlite3.connect(tmp_path / cases.DB_NAME)
+    db = sqlite3.connect(tmp_path / qa_store.DB_NAME)
     db.execute(
         "CREATE TABLE centres (case_name TEXT PRIMARY KEY, x REAL NOT NULL, y REAL NOT NULL,"
         " z REAL NOT NULL, time TEXT NOT NULL, user TEXT NOT NULL)"

@@ -19,7 +19,7 @@ import pytest
 import trimesh
 
 from app.cli import main
-from app.core import cases, fileio
+from app.core import case_run, fileio, workspace
 from app.core.crown.meshio import Mesh
 from app.core.errors import PipelineError
 from tests.onnx_builders import identity_crown_model
@@ -147,18 +147,18 @@ def _set(values: int):
     image = np.full((20, 30, 3), 40 * values, np.uint8)
     result = SimpleNamespace(labels=labels, image=image)
     return mesh, [
-        cases.ImageResult(Path("a.png"), result),
-        cases.ImageResult(Path("b.png"), result),
+        case_run.ImageResult(Path("a.png"), result),
+        case_run.ImageResult(Path("b.png"), result),
     ]
 
 
-def _case(tmp_path: Path) -> cases.Case:
+def _case(tmp_path: Path) -> workspace.Case:
     folder = tmp_path / "case"
     folder.mkdir()
-    return cases.Case("case", folder, folder / "scan.stl", (folder / "a.png", folder / "b.png"))
+    return workspace.Case("case", folder, folder / "scan.stl", (folder / "a.png", folder / "b.png"))
 
 
-def _outputs(case: cases.Case) -> dict[str, bytes]:
+def _outputs(case: workspace.Case) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(case.output_dir.iterdir())}
 
 
@@ -169,20 +169,20 @@ SEG = SimpleNamespace(palette=[(0, 0, 0), (200, 0, 0), (0, 200, 0)])
 def test_full_disk_mid_case_leaves_the_previous_set_whole(tmp_path, monkeypatch, share):
     case = _case(tmp_path)
     mesh, images = _set(1)
-    cases.write_case_outputs(case, mesh, images, SEG, 0.5, {"run": 1})
+    case_run.write_case_outputs(case, mesh, images, SEG, 0.5, {"run": 1})
     before = _outputs(case)
     assert len(before) == 6  # crown, 2 masks, 2 overlays, run.json
     mesh, images = _set(2)
     fail_writes(monkeypatch, left=int(share * sum(len(b) for b in before.values())))
     with pytest.raises(PipelineError, match="no space left on the disk"):
-        cases.write_case_outputs(case, mesh, images, SEG, 0.5, {"run": 2})
+        case_run.write_case_outputs(case, mesh, images, SEG, 0.5, {"run": 2})
     assert _outputs(case) == before
 
 
 def test_failed_rename_part_way_puts_the_earlier_files_back(tmp_path, monkeypatch):
     case = _case(tmp_path)
     mesh, images = _set(1)
-    cases.write_case_outputs(case, mesh, images, SEG, 0.5, {"run": 1})
+    case_run.write_case_outputs(case, mesh, images, SEG, 0.5, {"run": 1})
     before = _outputs(case)
     real, calls = os.replace, []
 
@@ -195,7 +195,7 @@ def test_failed_rename_part_way_puts_the_earlier_files_back(tmp_path, monkeypatc
     monkeypatch.setattr(os, "replace", flaky)
     mesh, images = _set(2)
     with pytest.raises(PipelineError, match="input/output error"):
-        cases.write_case_outputs(case, mesh, images, SEG, 0.5, {"run": 2})
+        case_run.write_case_outputs(case, mesh, images, SEG, 0.5, {"run": 2})
     monkeypatch.undo()
     assert _outputs(case) == before
 

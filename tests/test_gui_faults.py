@@ -11,8 +11,8 @@ from gui_fixtures import *  # noqa: F403
 from gui_fixtures import wait_for
 from PySide6 import QtWidgets
 
-from app.core import cases
-from app.core.cases import Decision
+from app.core import qa_store
+from app.core.qa_store import Decision
 
 pytestmark = pytest.mark.gui
 
@@ -30,7 +30,7 @@ def _answer(monkeypatch, button) -> list[str]:
 
 def _run(qtbot, w, name: str) -> str:
     with qtbot.waitSignal(w.run_finished, timeout=120000) as blocker:
-        w.run_current()
+        w.runs.run_current()
     return blocker.args[1]
 
 
@@ -41,13 +41,13 @@ def test_rerun_of_a_decided_case_asks_and_supersedes(make_window, fake_workspace
     wait_for(qtbot, lambda: w._view_tag is None)
     assert _answer(monkeypatch, QtWidgets.QMessageBox.StandardButton.Yes) == []
     assert _run(qtbot, w, "case_001") == "generated"
-    w.decide(Decision.APPROVED, "fine")
+    w.decisions.decide(Decision.APPROVED, "fine")
     assert w.case_list.status_text("case_001") == "approved"
 
     asked = _answer(monkeypatch, QtWidgets.QMessageBox.StandardButton.No)
-    w.run_current()
+    w.runs.run_current()
     assert len(asked) == 1 and "case_001 was approved" in asked[0]
-    assert w._run_tag is None and w.case_list.status_text("case_001") == "approved"
+    assert w.runs.tag is None and w.case_list.status_text("case_001") == "approved"
 
     asked = _answer(monkeypatch, QtWidgets.QMessageBox.StandardButton.Yes)
     assert _run(qtbot, w, "case_001") == "generated"
@@ -56,8 +56,8 @@ def test_rerun_of_a_decided_case_asks_and_supersedes(make_window, fake_workspace
     assert w.qa.saved_label.text().startswith("Superseded: approved")
     assert "superseded" in w.qa.history.item(0).text()
     out = tmp_path / "qa.csv"
-    assert w.export_report(out) == 0
-    history = list(csv.DictReader(cases.history_csv_path(out).open(encoding="utf-8")))
+    assert w.decisions.export_report(out) == 0
+    history = list(csv.DictReader(qa_store.history_csv_path(out).open(encoding="utf-8")))
     assert [(r["case"], r["decision"], bool(r["superseded"])) for r in history] == [
         ("case_001", "approved", True)
     ]
@@ -71,7 +71,7 @@ def test_report_that_cannot_be_written_is_a_message(make_window, fake_workspace,
     )
     folder = fake_workspace / "a-folder.csv"
     folder.mkdir()
-    assert w.export_report(folder) == -1
+    assert w.decisions.export_report(folder) == -1
     assert len(shown) == 1 and str(folder) in shown[0] and "is a folder" in shown[0]
     assert "QA report not written" in w.message_label.text()
 
@@ -84,7 +84,7 @@ def test_model_menu_lists_skipped_models_with_why(make_window, fake_models, tmp_
     (models / "aa_broken.json").write_text(text)
     w = make_window(models=models)
     assert w.crown_model is not None and w.crown_model.id == "sphere_crown"
-    w._fill_models_menu()
+    w.models.fill_models_menu()
     actions = {a.text(): a for a in w.models_menu.actions() if a.text()}
     skipped = [t for t in actions if t.startswith("aa_broken.json: ")]
     assert len(skipped) == 1 and "cannot load model" in skipped[0]

@@ -316,8 +316,8 @@ def test_sample_workspace_with_bundled_models(make_window, tmp_path, qtbot):
     w.select_case(name)
     wait_for(qtbot, lambda: w._view_tag is None)
     with qtbot.waitSignal(w.run_finished, timeout=240000) as blocker:
-        w.run_current()
-    assert blocker.args == [name, "generated"], w._error_of(name)
+        w.runs.run_current()
+    assert blocker.args == [name, "generated"], w.error_of(name)
     case = w.cases[name]
     crown = load_mesh(case.crown_path)
     bounds = np.array(w.viewer3d.crown_bounds()).reshape(3, 2)

@@ -13,9 +13,9 @@ from gui_fixtures import *  # noqa: F403
 from gui_fixtures import SPHERE_RADIUS_MM, wait_for
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from app.core import cases
-from app.core.cases import Decision
+from app.core import case_run, qa_store, workspace
 from app.core.errors import Cancelled
+from app.core.qa_store import Decision
 
 pytestmark = pytest.mark.gui
 
@@ -50,10 +50,10 @@ def test_open_workspace_lists_cases_with_status_and_errors(make_window, fake_wor
 
 def test_run_case_shows_crown_with_expected_bounds_and_overlay(make_window, fake_workspace, qtbot):
     w = make_window(fake_workspace)
-    inputs_before = cases.input_hash(w.cases["case_002"])
+    inputs_before = workspace.input_hash(w.cases["case_002"])
     assert run_and_wait(qtbot, w, "case_002") == "generated"
     assert w.case_list.status_text("case_002") == "generated"
-    assert cases.input_hash(w.cases["case_002"]) == inputs_before
+    assert workspace.input_hash(w.cases["case_002"]) == inputs_before
     bounds = np.array(w.viewer3d.crown_bounds()).reshape(3, 2)
     c = sphere_centre(2)
     np.testing.assert_allclose(bounds[:, 0], c - SPHERE_RADIUS_MM, atol=0.6)
@@ -94,7 +94,7 @@ def test_approve_survives_restart(make_window, fake_workspace, qtbot):
     assert w.case_list.status_text("case_001") == "approved"
     assert w.qa.saved_label.text().startswith("Saved: approved")
     # the record is already on disk (other connection) when the UI says saved
-    db = sqlite3.connect(fake_workspace / cases.DB_NAME)
+    db = sqlite3.connect(fake_workspace / qa_store.DB_NAME)
     row = db.execute(
         "SELECT decision, note, user, crown_model, crown_version, provider, input_hash"
         " FROM decisions"
@@ -104,11 +104,11 @@ def test_approve_survives_restart(make_window, fake_workspace, qtbot):
     assert row == (
         "approved",
         "margins fine",
-        cases.current_user(),
+        qa_store.current_user(),
         "sphere_crown",
         "7",
         "cpu",
-        cases.input_hash(case),
+        workspace.input_hash(case),
     )
     w.close()
     w2 = make_window(fake_workspace)
@@ -142,8 +142,8 @@ def test_approving_a_result_made_from_older_inputs_asks_first(
     w = make_window(fake_workspace)
     run_and_wait(qtbot, w, "case_001")
     case = w.cases["case_001"]
-    run_hash = cases.read_run_info(case)["input_hash"]
-    assert run_hash == cases.input_hash(case)
+    run_hash = case_run.read_run_info(case)["input_hash"]
+    assert run_hash == workspace.input_hash(case)
     edit_input_and_reopen(qtbot, w, fake_workspace, "case_001")
     assert "changed after this result was generated" in w.qa.details.toPlainText()
     answers = [QtWidgets.QMessageBox.StandardButton.No, QtWidgets.QMessageBox.StandardButton.Yes]
@@ -154,20 +154,20 @@ def test_approving_a_result_made_from_older_inputs_asks_first(
         return answers.pop(0)
 
     monkeypatch.setattr(QtWidgets.QMessageBox, "warning", staticmethod(warning))
-    assert w.decide(Decision.APPROVED) is None
+    assert w.decisions.decide(Decision.APPROVED) is None
     assert w.store.history("case_001") == [] and w.case_list.status_text("case_001") != "approved"
-    record = w.decide(Decision.APPROVED, "approved anyway")
+    record = w.decisions.decide(Decision.APPROVED, "approved anyway")
     assert len(asked) == 2 and "case_001" in asked[0]
-    assert (record.run_input_hash, record.input_hash) == (run_hash, cases.input_hash(case))
+    assert (record.run_input_hash, record.input_hash) == (run_hash, workspace.input_hash(case))
     assert record.inputs_changed_since_run is True
     assert "inputs changed since the run" in w.qa.history.item(0).text()
-    w.decide(Decision.REJECTED)  # only approving asks
+    w.decisions.decide(Decision.REJECTED)  # only approving asks
     assert len(asked) == 2
     out = tmp_path / "qa.csv"
-    w.export_report(out)
+    w.decisions.export_report(out)
     (current,) = csv.DictReader(out.open(encoding="utf-8"))
     assert (current["decision"], current["inputs_changed_since_run"]) == ("rejected", "yes")
-    history = cases.history_csv_path(out).open(encoding="utf-8")
+    history = qa_store.history_csv_path(out).open(encoding="utf-8")
     approved, rejected = csv.DictReader(history)
     assert (approved["run_input_hash"], approved["inputs_changed_since_run"]) == (run_hash, "yes")
     assert rejected["inputs_changed_since_run"] == "yes"
@@ -180,7 +180,7 @@ def _gated_run(monkeypatch, *, ignore_cancel: bool = False):
     worker that reacts late would: the window must still drop it.
     """
     entered, release = threading.Event(), threading.Event()
-    real = cases.run_case
+    real = case_run.run_case
 
     def gated(case, *a, cancel=None, progress=None, **kw):
         def hold(stage, frac):
@@ -193,7 +193,7 @@ def _gated_run(monkeypatch, *, ignore_cancel: bool = False):
         token = None if ignore_cancel else cancel
         return real(case, *a, cancel=token, progress=hold, **kw)
 
-    monkeypatch.setattr(cases, "run_case", gated)
+    monkeypatch.setattr(case_run, "run_case", gated)
     return entered, release
 
 
@@ -325,7 +325,7 @@ def test_keyboard_review_flow(make_window, fake_workspace, qtbot):
 
 def test_decision_refused_before_a_run(make_window, fake_workspace):
     w = make_window(fake_workspace)
-    assert w.decide(Decision.APPROVED) is None
+    assert w.decisions.decide(Decision.APPROVED) is None
     assert w.store.history() == []
     assert w.case_list.status_text("case_001") == "new"
     # a note being written is kept per case while the technician looks elsewhere
@@ -349,16 +349,16 @@ def test_run_all_pending_and_export_report(make_window, fake_workspace, qtbot, t
         ("case_003", "generated"),
         ("case_bad", "error"),
     ]
-    assert not w._batch["active"]
+    assert not w.runs.batch["active"]
     assert "3 generated" in w.counts_label.text()
     w.select_case("case_002")
     wait_for(qtbot, lambda: w._view_tag is None)
     assert w.viewer3d.actor("crown") is not None
-    w.decide(Decision.APPROVED, "ok")
+    w.decisions.decide(Decision.APPROVED, "ok")
     w.select_case("case_003")
-    w.decide(Decision.NEEDS_REWORK, "contact too tight")
+    w.decisions.decide(Decision.NEEDS_REWORK, "contact too tight")
     out = tmp_path / "qa.csv"
-    assert w.export_report(out) == 2
+    assert w.decisions.export_report(out) == 2
     text = out.read_text(encoding="utf-8")
     assert "case_002,approved,ok" in text and "contact too tight" in text
 
@@ -372,7 +372,7 @@ def test_run_cancel_raises_between_batches(fake_models, fake_workspace):
     crown = find_model(None, "crown", fake_models)
     seg = find_model(None, "segmentation", fake_models)
     pool = SessionPool(RuntimeConfig(preference=("cpu",)))
-    case = cases.discover_cases(fake_workspace)[0]
+    case = workspace.discover_cases(fake_workspace)[0]
     token = CancelToken()
     seen = []
 
@@ -382,13 +382,13 @@ def test_run_cancel_raises_between_batches(fake_models, fake_workspace):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        cases.run_case(case, crown, seg, pool, resolution=16, cancel=token, progress=progress)
+        case_run.run_case(case, crown, seg, pool, resolution=16, cancel=token, progress=progress)
     assert seen and not case.output_dir.exists()
-    result = cases.run_case(case, crown, seg, pool, resolution=16)
+    result = case_run.run_case(case, crown, seg, pool, resolution=16)
     assert {p.name for p in result.written} >= {"crown.stl", "image_1_mask.png", "run.json"}
-    info = cases.read_run_info(case)
+    info = case_run.read_run_info(case)
     assert info["crown_model"] == "sphere_crown" and info["providers"] == ["cpu"]
-    assert info["input_hash"] == cases.input_hash(case)
+    assert info["input_hash"] == workspace.input_hash(case)
 
 
 def test_run_fails_when_an_input_changes_while_it_runs(fake_models, fake_workspace):
@@ -400,14 +400,14 @@ def test_run_fails_when_an_input_changes_while_it_runs(fake_models, fake_workspa
 
     crown = find_model(None, "crown", fake_models)
     pool = SessionPool(RuntimeConfig(preference=("cpu",)))
-    case = cases.discover_cases(fake_workspace)[0]
+    case = workspace.discover_cases(fake_workspace)[0]
 
     def touch_image(stage, frac):
         if stage.startswith("crown"):
             case.images[0].write_bytes(case.images[0].read_bytes() + b"\0")
 
     with pytest.raises(InputError, match="changed during the run") as err:
-        cases.run_case(case, crown, None, pool, resolution=16, progress=touch_image)
+        case_run.run_case(case, crown, None, pool, resolution=16, progress=touch_image)
     assert str(case.folder) in str(err.value) and not case.output_dir.exists()
 
 
@@ -415,7 +415,7 @@ def test_next_case_is_prefetched_while_reviewing(make_window, fake_workspace, qt
     w = make_window(fake_workspace)
     assert w.current == "case_001"
     wait_for(qtbot, lambda: "case_002" in w._cache, 30000)
-    w.next_pending()
+    w.decisions.next_pending()
     assert w.current == "case_002"
     assert w._view_tag is None  # shown straight from the prefetched data, no load queued
     np.testing.assert_allclose(
@@ -440,7 +440,7 @@ def test_closing_the_window_mid_run_stops_cleanly(make_window, fake_workspace, q
     timer.join()
     assert w.runner._pool.activeThreadCount() == 0
     assert not w.cases["case_001"].output_dir.exists()
-    db = sqlite3.connect(fake_workspace / cases.DB_NAME)
+    db = sqlite3.connect(fake_workspace / qa_store.DB_NAME)
     assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
     db.close()
 
@@ -457,12 +457,12 @@ def test_settings_change_reloads_models_and_layout_modes(make_window, fake_works
     assert w.crown_model is None and "none" in w.models_label.text()
     assert not w.run_button.isEnabled()
     assert "no usable crown model" in w.models_label.toolTip()
-    w.run_current()  # refused with a message, no crash
+    w.runs.run_current()  # refused with a message, no crash
     assert "No crown model" in w.message_label.text()
     # the setting was stored in this test's INI file, not the user's
     from app.ui.settings import load_settings
 
-    assert load_settings(w._qsettings).models_dir == str(empty)
+    assert load_settings(w.qsettings).models_dir == str(empty)
     w.set_layout("2d")
     assert w.viewer3d.isHidden() and not w.viewer2d.isHidden()
     w.set_layout("stacked")
@@ -479,7 +479,7 @@ def unit(v) -> np.ndarray:
 
 def assert_box_drawn(w, name: str) -> np.ndarray:
     """The drawn crop box is exactly the cube the next run of ``name`` will use."""
-    expected = w.frame_transform(name).corners_mm()
+    expected = w.framing.frame_transform(name).corners_mm()
     np.testing.assert_allclose(w.viewer3d.frame_points("frame"), expected, atol=1e-6)
     return expected
 
@@ -498,7 +498,10 @@ def locate_and_wait(qtbot, w, start: Callable[[], None], timeout_ms: int = 10000
 def framed_case(qtbot, w, fake_locate, occlusal=(0.0, 0.0, 1.0), mesial=(1.0, 0.0, 0.0)):
     """Give case_001 a proposed frame on its sphere's centre with the given directions."""
     fake_locate.proposal = (occlusal, mesial)
-    assert locate_and_wait(qtbot, w, lambda: w.set_centre(tuple(sphere_centre(1)))) == "proposed"
+    assert (
+        locate_and_wait(qtbot, w, lambda: w.framing.set_centre(tuple(sphere_centre(1))))
+        == "proposed"
+    )
     return stored_frame(w, "case_001")
 
 
@@ -507,7 +510,7 @@ def test_pick_proposes_a_turned_frame_and_the_run_uses_it(
 ):
     w = make_window(fake_workspace)
     c = sphere_centre(1)
-    t = w.frame_transform("case_001")
+    t = w.framing.frame_transform("case_001")
     np.testing.assert_allclose(t.center, c, atol=1e-6)
     assert t.size_mm == pytest.approx(20.0)
     frame = np.array(w.viewer3d.actor("frame").GetBounds()).reshape(3, 2)
@@ -545,7 +548,7 @@ def test_pick_proposes_a_turned_frame_and_the_run_uses_it(
     assert run_and_wait(qtbot, w, "case_001") == "generated"
     bounds = np.array(w.viewer3d.crown_bounds()).reshape(3, 2)
     np.testing.assert_allclose(bounds.mean(axis=1), proposed.center, atol=0.6)
-    assert cases.read_run_info(w.cases["case_001"])["frame"] == proposed.to_dict()
+    assert case_run.read_run_info(w.cases["case_001"])["frame"] == proposed.to_dict()
     # remembered across a restart with where it came from, and can be cleared
     w.open_workspace(fake_workspace)
     w.select_case("case_001")
@@ -553,7 +556,7 @@ def test_pick_proposes_a_turned_frame_and_the_run_uses_it(
     assert w.frames["case_001"] == proposed
     assert "proposed from the picked point" in w.qa.details.toPlainText()
     assert_box_drawn(w, "case_001")
-    w.clear_frame()
+    w.framing.clear_frame()
     assert "case_001" not in w.frames and stored_frame(w, "case_001") is None
     assert w.viewer3d.actor("centre") is None
     corners = assert_box_drawn(w, "case_001")
@@ -566,7 +569,7 @@ def test_a_late_proposal_never_lands_on_another_case(
     w = make_window(fake_workspace)
     fake_locate.proposal = (TILTED, (1.0, 0.0, 0.0))
     fake_locate.gate = threading.Event()
-    w.set_centre(tuple(sphere_centre(1)))
+    w.framing.set_centre(tuple(sphere_centre(1)))
     wait_for(qtbot, lambda: len(fake_locate.calls) == 1, 10000)
     w.select_case("case_002")
     wait_for(qtbot, lambda: w._view_tag is None)
@@ -588,14 +591,14 @@ def test_run_pressed_while_the_frame_is_proposed_waits_for_it(
     wait_for(qtbot, lambda: w._view_tag is None)
     fake_locate.proposal = (TILTED, (1.0, 0.0, 0.0))
     fake_locate.gate = threading.Event()
-    w.set_centre(tuple(sphere_centre(1)))
+    w.framing.set_centre(tuple(sphere_centre(1)))
     wait_for(qtbot, lambda: len(fake_locate.calls) == 1, 10000)
-    w.run_current()
-    assert w._run_tag is None and "once the frame is proposed" in w.message_label.text()
+    w.runs.run_current()
+    assert w.runs.tag is None and "once the frame is proposed" in w.message_label.text()
     with qtbot.waitSignal(w.run_finished, timeout=120000) as blocker:
         fake_locate.gate.set()
     assert blocker.args[1] == "generated"
-    info = cases.read_run_info(w.cases["case_001"])
+    info = case_run.read_run_info(w.cases["case_001"])
     assert info["frame"] == w.frames["case_001"].to_dict() and info["frame_source"] == "proposed"
     np.testing.assert_allclose(info["frame"]["occlusal"], unit(TILTED), atol=1e-6)
 
@@ -623,7 +626,7 @@ def test_frame_corrections_apply_at_once_from_the_keyboard(
     assert_box_drawn(w, "case_001")
     arrow_middle = w.viewer3d.frame_points("occlusal").mean(axis=0)
     np.testing.assert_allclose(unit(arrow_middle - flipped.center), flipped.occlusal, atol=0.05)
-    m, b, o = w.frame_axes("case_001")
+    m, b, o = w.framing.frame_axes("case_001")
     key(QtCore.Qt.Key.Key_Left)  # 90° counter-clockwise
     quarter = stored_frame(w, "case_001")
     np.testing.assert_allclose(quarter.mesial, b, atol=1e-9)
@@ -673,7 +676,7 @@ def test_named_views_follow_the_case_frame(make_window, fake_workspace, qtbot, f
     v.set_view("Occlusal")
     np.testing.assert_allclose(v.view_direction(), (0, 0, 1), atol=1e-6)
     framed_case(qtbot, w, fake_locate, occlusal=TILTED, mesial=(1.0, 0.0, 0.0))
-    m, b, o = w.frame_axes("case_001")
+    m, b, o = w.framing.frame_axes("case_001")
     for name, expected in (
         ("Occlusal", o),
         ("Buccal", b),
@@ -699,14 +702,14 @@ def test_find_preparation_sets_the_frame_or_says_why_not(
     w = make_window(fake_workspace)
     before = framed_case(qtbot, w, fake_locate)
     fake_locate.error = "No preparation found: the scan shows no tooth stump"
-    assert locate_and_wait(qtbot, w, w.find_preparation) == "problem"
+    assert locate_and_wait(qtbot, w, w.framing.find_preparation) == "problem"
     assert "No preparation found" in w.message_label.text()
     assert "No preparation found" in w.qa.details.toPlainText()
     assert stored_frame(w, "case_001") == before == w.frames["case_001"]
     assert_box_drawn(w, "case_001")
     found = CaseFrame(tuple(sphere_centre(1) + 1.0), TILTED, (1.0, 0.0, 0.0))
     fake_locate.error, fake_locate.found = None, found
-    assert locate_and_wait(qtbot, w, w.find_preparation) == "found"
+    assert locate_and_wait(qtbot, w, w.framing.find_preparation) == "found"
     assert stored_frame(w, "case_001") == found
     assert fake_locate.calls[-1][:1] == ("find",)
     assert "found automatically" in w.qa.details.toPlainText()
@@ -723,7 +726,7 @@ def test_case_filter_and_about(make_window, fake_workspace):
     assert visible == ["case_001", "case_002", "case_003"]
     w.filter_edit.clear()
     assert not any(w.case_list._items[n].isHidden() for n in w.case_list.names())
-    about = w.about_text()
+    about = w.models.about_text()
     assert "ONNX Runtime" in about and "in use: CPU" in about
     assert "sphere_crown.json" in about and "crownscan.ini" in about
 
@@ -734,8 +737,10 @@ def test_refresh_picks_up_new_cases_and_other_decisions(make_window, fake_worksp
     w = make_window(fake_workspace)
     run_and_wait(qtbot, w, "case_002")
     shutil.copytree(fake_workspace / "case_003", fake_workspace / "case_004")
-    with cases.QaStore(fake_workspace) as other:  # another technician's window
-        other.record_decision(cases.QaRecord("case_002", Decision.REJECTED, note="by a colleague"))
+    with qa_store.QaStore(fake_workspace) as other:  # another technician's window
+        other.record_decision(
+            qa_store.QaRecord("case_002", Decision.REJECTED, note="by a colleague")
+        )
     w.refresh_workspace()
     assert "case_004" in w.case_list.names()
     assert w.case_list.status_text("case_002") == "rejected"
@@ -748,12 +753,12 @@ def test_the_real_locator_on_a_scan_without_preparation_says_why(
     """The real ``app.core.crown.locate`` in the window: a ball is no jaw, so both the search
     and a pick end in the module's own message, never an internal error or a changed frame."""
     w = make_window(fake_workspace)
-    assert locate_and_wait(qtbot, w, w.find_preparation, 60000) == "problem"
+    assert locate_and_wait(qtbot, w, w.framing.find_preparation, 60000) == "problem"
     text = w.message_label.text()
     assert "could not find the preparation" in text and "internal error" not in text
     assert "case_001" not in w.frames and stored_frame(w, "case_001") is None
     picked = tuple(sphere_centre(1) + [0.0, 0.0, 4.0])
-    assert locate_and_wait(qtbot, w, lambda: w.set_centre(picked), 60000) == "problem"
+    assert locate_and_wait(qtbot, w, lambda: w.framing.set_centre(picked), 60000) == "problem"
     assert "internal error" not in w.message_label.text()
     assert stored_frame(w, "case_001") == w.frames["case_001"]
     np.testing.assert_allclose(w.frames["case_001"].center, picked)
@@ -784,12 +789,12 @@ def test_crown_check_warnings_show_on_the_case(
     write_manifest(models, "colour_seg.onnx")
     w = make_window(fake_workspace, models=models)
     assert run_and_wait(qtbot, w, "case_001") == "generated"
-    warnings = cases.read_run_info(w.cases["case_001"])["warnings"]
+    warnings = case_run.read_run_info(w.cases["case_001"])["warnings"]
     assert len(warnings) == 3 and all("–10 mm)" in x for x in warnings)
     assert "3 crown check(s) to look at" in w.message_label.text()
     details = w.qa.details.toPlainText()
     assert details.count("Check the crown:") == 3 and "mesio-distal" in details
-    assert cases.read_run_info(w.cases["case_001"])["model_lint"] == [lint]
+    assert case_run.read_run_info(w.cases["case_001"])["model_lint"] == [lint]
     assert f"The model does not match its manifest: {lint}" in details
 
 
@@ -809,10 +814,10 @@ def test_a_model_that_fails_to_load_is_reported_and_runs_fail_cleanly(
         w = make_window(fake_workspace, models=models)
         assert w.crown_model is None and w.model_errors
         if named is not None:
-            assert any(named in e for e in w.model_errors) and named in w.about_text()
+            assert any(named in e for e in w.model_errors) and named in w.models.about_text()
         assert "crown" in w.models_label.toolTip()
         assert not w.run_button.isEnabled() and not w.run_all_button.isEnabled()
-        w.run_current()
+        w.runs.run_current()
         assert w.message_label.text().startswith("No crown model")
         assert not w.cases["case_001"].output_dir.exists()
         w.close()
@@ -856,13 +861,13 @@ def test_cancel_during_run_all_pending_stops_the_batch(
     w.run_finished.connect(lambda c, o: finished.append((c, o)))
     w.run_all_button.click()
     qtbot.waitUntil(entered.is_set, timeout=30000)
-    assert w._batch["active"] and w.case_list.status_text("case_001") == "running"
+    assert w.runs.batch["active"] and w.case_list.status_text("case_001") == "running"
     w.cancel_button.click()
     release.set()
     w.runner.shutdown()
     qtbot.wait(100)
     assert finished == [("case_001", "cancelled")]
-    assert not w._batch["active"] and w._run_tag is None
+    assert not w.runs.batch["active"] and w.runs.tag is None
     for name in ("case_001", "case_002", "case_003"):
         assert w.case_list.status_text(name) == "new"
         assert not w.cases[name].output_dir.exists()
@@ -871,7 +876,7 @@ def test_cancel_during_run_all_pending_stops_the_batch(
     # a single run afterwards runs that case only: the cancelled batch does not resume
     assert run_and_wait(qtbot, w, "case_003") == "generated"
     qtbot.wait(200)
-    assert finished[1:] == [("case_003", "generated")] and w._run_tag is None
+    assert finished[1:] == [("case_003", "generated")] and w.runs.tag is None
     assert w.case_list.status_text("case_002") == "new"
 
 

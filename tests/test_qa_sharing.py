@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from app.core import cases
-from app.core.cases import Decision, QaRecord, QaStore
+from app.core import qa_store
 from app.core.errors import InputError, PipelineError
+from app.core.qa_store import Decision, QaRecord, QaStore
 
 WRITER = Path(__file__).with_name("qa_writers.py")
 
 
 def _integrity(workspace: Path) -> str:
-    db = sqlite3.connect(workspace / cases.DB_NAME)
+    db = sqlite3.connect(workspace / qa_store.DB_NAME)
     try:
         return db.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
@@ -31,7 +31,7 @@ def _integrity(workspace: Path) -> str:
 
 
 def _rows(workspace: Path) -> dict[int, str]:
-    db = sqlite3.connect(workspace / cases.DB_NAME)
+    db = sqlite3.connect(workspace / qa_store.DB_NAME)
     try:
         return dict(db.execute("SELECT id, case_name FROM decisions").fetchall())
     finally:
@@ -96,7 +96,7 @@ def test_decisions_survive_kill_minus_nine_mid_write(tmp_path):
 
 def test_database_locked_past_the_bounded_wait_says_so(tmp_path):
     store = QaStore(tmp_path, wait_s=0.5)
-    holder = sqlite3.connect(tmp_path / cases.DB_NAME, isolation_level=None)
+    holder = sqlite3.connect(tmp_path / qa_store.DB_NAME, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(PipelineError) as err:
@@ -121,7 +121,7 @@ def test_full_database_disk_gives_the_real_cause(tmp_path):
                 store.record_decision(QaRecord(f"c{i}", Decision.APPROVED, note="x" * 500))
         assert "the disk is full" in str(err.value)
         assert "rollback" not in str(err.value)
-        assert err.value.path == tmp_path / cases.DB_NAME
+        assert err.value.path == tmp_path / qa_store.DB_NAME
     assert _integrity(tmp_path) == "ok"
     assert "first" in _rows(tmp_path).values()
 
@@ -134,7 +134,7 @@ def test_read_only_database_gives_the_real_cause(tmp_path):
 
 
 def test_database_of_an_older_version_opens_and_gains_the_new_column(tmp_path):
-    db = sqlite3.connect(tmp_path / cases.DB_NAME)
+    db = sqlite3.connect(tmp_path / qa_store.DB_NAME)
     db.executescript(
         """CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, case_name TEXT NOT NULL,
         decision TEXT NOT NULL, note TEXT NOT NULL DEFAULT '', time TEXT NOT NULL,
@@ -172,10 +172,10 @@ def test_rerun_supersedes_the_decision_and_the_report_keeps_the_history(tmp_path
         ("b", "rejected"),
         ("a", "needs rework"),
     ]
-    history = list(csv.DictReader(cases.history_csv_path(out).open(encoding="utf-8")))
+    history = list(csv.DictReader(qa_store.history_csv_path(out).open(encoding="utf-8")))
     assert [(r["case"], r["decision"], bool(r["superseded"])) for r in history] == [
         ("a", "approved", True),
         ("b", "rejected", False),
         ("a", "needs rework", False),
     ]
-    assert list(history[0]) == cases.HISTORY_COLUMNS
+    assert list(history[0]) == qa_store.HISTORY_COLUMNS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from app.core.cases import CaseStatus
+from app.core.workspace import CaseStatus
 
 STATUS_COLORS: dict[CaseStatus, str] = {
     CaseStatus.NEW: "#9aa3ad",

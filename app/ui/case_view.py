@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.cases import Case, input_hash, read_run_info
+from app.core.case_run import read_run_info
 from app.core.errors import CrownscanError
 from app.core.report import CancelToken
+from app.core.workspace import Case, input_hash
 
 from .viewer2d import ImageEntry, make_thumb
 from .viewer3d import mesh_to_polydata

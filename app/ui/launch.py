@@ -168,8 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.models is not None and not args.models.is_dir():
         return _fail(f"{args.models}: models folder does not exist", EXIT_INPUT)
     if args.case is not None and args.workspace is not None:
-        from app.core.cases import discover_cases
         from app.core.errors import CrownscanError
+        from app.core.workspace import discover_cases
 
         try:
             names = [c.name for c in discover_cases(args.workspace)]
@@ -265,9 +265,9 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
             located: list[str] = []
             window.frame_located.connect(lambda case, how: located.append(how))
             if args.pick is not None:
-                window.set_centre(tuple(args.pick))
+                window.framing.set_centre(tuple(args.pick))
             else:
-                window.find_preparation()
+                window.framing.find_preparation()
             if not _wait(app, lambda: bool(located), 120) or located[0] == "problem":
                 return _fail(window.message_label.text() or "no frame was found", EXIT_INPUT)
         if args.run:
@@ -278,11 +278,11 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
             _next_phase(app, probe, "run")
             outcome: list[str] = []
             window.run_finished.connect(lambda case, result: outcome.append(result))
-            window.run_current()
+            window.runs.run_current()
             if not _wait(app, lambda: bool(outcome), 3600):
                 return _fail("the run did not finish", EXIT_RUN)
             if outcome[0] != "generated":
-                return _fail(window._error_of(window.current) or f"run {outcome[0]}", EXIT_RUN)
+                return _fail(window.error_of(window.current) or f"run {outcome[0]}", EXIT_RUN)
         if smoke:
             _wait(app, lambda: not window.provider_label.text().endswith("loading…"), 60)
             _wait(app, lambda: window._view_tag is None, 60)

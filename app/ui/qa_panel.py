@@ -6,7 +6,8 @@ import html
 
 from PySide6 import QtCore, QtWidgets
 
-from app.core.cases import CaseStatus, Decision, QaRecord
+from app.core.qa_store import Decision, QaRecord
+from app.core.workspace import CaseStatus
 
 from .case_list import STATUS_COLORS
 

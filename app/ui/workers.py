@@ -16,7 +16,7 @@ from typing import Any
 
 from PySide6 import QtCore
 
-from app.core.errors import Cancelled
+from app.core.errors import Cancelled, CrownscanError
 from app.core.report import CancelToken, ProgressFn
 
 TaskFn = Callable[[CancelToken, ProgressFn], Any]
@@ -29,6 +29,13 @@ class Tag:
     kind: str
     case: str
     gen: int
+
+
+def failure_text(exc: object) -> str:
+    """What the technician reads for a failed task: a Crownscan error as is, else its type."""
+    if isinstance(exc, CrownscanError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
 
 
 class _Relay(QtCore.QObject):

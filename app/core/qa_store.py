@@ -1,10 +1,8 @@
-"""Workspaces, cases, their status, and the QA record kept in SQLite.
+"""The QA record of a workspace, kept in SQLite: decisions, run outcomes and case frames.
 
-A workspace is a folder of case folders. A case folder holds one context scan mesh (the first
-file by name with a mesh suffix) and model-scan images at its top level; everything Crownscan
-writes goes to ``<case>/output/`` and inputs are never touched. QA decisions live in
-``<workspace>/crownscan-qa.sqlite``: a decision is committed (``synchronous=FULL``) before the
-caller may say it is saved, so it survives a crash from that moment on.
+QA decisions live in ``<workspace>/crownscan-qa.sqlite``: a decision is committed
+(``synchronous=FULL``) before the caller may say it is saved, so it survives a crash from that
+moment on. A case's status on opening the workspace comes from these records and its outputs.
 
 Qt-free: the window, the CLI and tests use the same functions.
 """
@@ -13,43 +11,23 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime as _dt
 import enum
 import getpass
-import hashlib
 import io
-import json
 import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.core.crown.frame import CaseFrame
-from app.core.crown.meshio import MESH_SUFFIXES
 from app.core.errors import InputError, PipelineError
-from app.core.fileio import check_not_input, clean_stale_temps, commit_set
-from app.core.report import CancelToken, ProgressFn, RunReport
+from app.core.fileio import check_not_input, commit_set
+from app.core.workspace import Case, CaseStatus, utc_now
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-OUTPUT_DIR = "output"
 DB_NAME = "crownscan-qa.sqlite"
-CROWN_NAME = "crown.stl"
-RUN_INFO_NAME = "run.json"
-
-
-class CaseStatus(enum.StrEnum):
-    """What a technician sees next to each case."""
-
-    NEW = "new"
-    RUNNING = "running"
-    GENERATED = "generated"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    NEEDS_REWORK = "needs rework"
-    ERROR = "error"
 
 
 class Decision(enum.StrEnum):
@@ -62,112 +40,6 @@ class Decision(enum.StrEnum):
     @property
     def status(self) -> CaseStatus:
         return CaseStatus(self.value)
-
-
-@dataclass(frozen=True)
-class Case:
-    """One case folder: its context scan, its model-scan images, and where outputs go.
-
-    ``problem`` says why the case cannot run (no scan found), or is None.
-    """
-
-    name: str
-    folder: Path
-    scan: Path | None
-    images: tuple[Path, ...]
-    problem: str | None = None
-
-    @property
-    def output_dir(self) -> Path:
-        return self.folder / OUTPUT_DIR
-
-    @property
-    def inputs(self) -> tuple[Path, ...]:
-        return ((self.scan,) if self.scan is not None else ()) + self.images
-
-    @property
-    def crown_path(self) -> Path:
-        return self.output_dir / CROWN_NAME
-
-    def mask_path(self, image: Path) -> Path:
-        return self.output_dir / f"{Path(image).stem}_mask.png"
-
-    def overlay_path(self, image: Path) -> Path:
-        return self.output_dir / f"{Path(image).stem}_overlay.png"
-
-    @property
-    def run_info_path(self) -> Path:
-        return self.output_dir / RUN_INFO_NAME
-
-    def expected_outputs(self) -> list[Path]:
-        return [self.crown_path] + [self.mask_path(i) for i in self.images]
-
-    def outputs_present(self) -> bool:
-        """True when every output a full run writes exists (crown STL, one mask per image)."""
-        if self.scan is None:
-            return False
-        return all(p.is_file() for p in self.expected_outputs())
-
-
-def _case_from_folder(folder: Path) -> Case:
-    files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.name.lower())
-    meshes = [p for p in files if p.suffix.lower() in MESH_SUFFIXES and not p.name.startswith(".")]
-    images = tuple(
-        p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
-    problem = None
-    if not meshes:
-        problem = f"no scan mesh ({', '.join(MESH_SUFFIXES)}) in the case folder"
-    return Case(folder.name, folder, meshes[0] if meshes else None, images, problem)
-
-
-def discover_cases(workspace: str | Path) -> list[Case]:
-    """The case folders of ``workspace``, sorted by name.
-
-    A sub-folder counts as a case when it holds a mesh or an image at its top level; one with
-    images but no mesh is listed with ``problem`` set so the technician sees why it cannot run.
-    Hidden folders and ``output`` folders are skipped.
-    """
-    root = Path(workspace)
-    if not root.is_dir():
-        raise InputError(root, "workspace folder does not exist")
-    cases = []
-    try:
-        entries = sorted(root.iterdir(), key=lambda p: p.name.lower())
-    except OSError as exc:
-        raise InputError(root, f"cannot list workspace: {exc.strerror or exc}") from exc
-    for sub in entries:
-        if not sub.is_dir() or sub.name.startswith(".") or sub.name == OUTPUT_DIR:
-            continue
-        try:
-            case = _case_from_folder(sub)
-        except OSError:
-            continue
-        if case.scan is not None or case.images:
-            cases.append(case)
-    return cases
-
-
-def input_hash(case: Case) -> str:
-    """sha256 over the case's input files (name and bytes of each, in order).
-
-    Written into ``run.json`` by every run and stored with every decision, so a result and a
-    record can be matched to exactly the inputs they were made from.
-    """
-    h = hashlib.sha256()
-    for path in case.inputs:
-        try:
-            with open(path, "rb") as f:
-                h.update(path.name.encode() + b"\0")
-                for block in iter(lambda f=f: f.read(1 << 20), b""):
-                    h.update(block)
-        except OSError as exc:
-            raise InputError(path, f"cannot read input: {exc.strerror or exc}") from exc
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-# --- QA records -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -280,10 +152,6 @@ BUSY_TIMEOUT_S = 5.0
 WAIT_S = 60.0
 """The bounded wait: after this long of retries on a locked database, the error is shown."""
 _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
 
 
 def current_user() -> str:
@@ -455,7 +323,7 @@ class QaStore:
         rec = dataclasses.replace(
             record,
             decision=Decision(record.decision),
-            time=record.time or _now(),
+            time=record.time or utc_now(),
             user=record.user or current_user(),
         )
         row_id = self._write(
@@ -488,7 +356,7 @@ class QaStore:
         """
         if outcome not in ("generated", "error"):
             raise ValueError(f"outcome must be 'generated' or 'error', got {outcome!r}")
-        now = _now()
+        now = utc_now()
         more = []
         if outcome == "generated":
             more.append(
@@ -519,7 +387,7 @@ class QaStore:
             "INSERT OR REPLACE INTO centres (case_name, x, y, z, time, user, "
             + ", ".join(_FRAME_COLUMNS)
             + ", source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (case, *frame.center, _now(), current_user(), *o, *m, source),
+            (case, *frame.center, utc_now(), current_user(), *o, *m, source),
         )
 
     def frames(self) -> dict[str, CaseFrame]:
@@ -669,227 +537,13 @@ def error_text(case: Case, run: RunRecord | None) -> str | None:
     return None
 
 
-PENDING = (CaseStatus.NEW, CaseStatus.GENERATED)
-
-
-def is_pending(status: CaseStatus) -> bool:
-    """A case still waiting for review: not yet generated, or generated but not yet judged."""
-    return status in PENDING
-
-
-# --- Running one case -----------------------------------------------------------------------
-
-
-@dataclass
-class ImageResult:
-    """One segmented image of a case."""
-
-    image_path: Path
-    result: Any  # app.core.segment.pipeline.SegmentResult
-
-
-@dataclass
-class CaseResult:
-    """What ``run_case`` produced: the crown, the segmented images, and the files written."""
-
-    case: str
-    crown: Any  # app.core.crown.pipeline.CrownResult
-    images: list[ImageResult] = field(default_factory=list)
-    written: list[Path] = field(default_factory=list)
-    providers: list[str] = field(default_factory=list)
-    report: RunReport = field(default_factory=RunReport)
-
-
-def run_case(
-    case: Case,
-    crown_model: Any,
-    seg_model: Any | None,
-    pool: Any,
-    *,
-    resolution: int | None = None,
-    roi: bool | None = None,
-    smoothing: Any | None = None,
-    case_frame: CaseFrame | None = None,
-    frame_source: str = "given",
-    overlay_alpha: float = 0.5,
-    cancel: CancelToken | None = None,
-    progress: ProgressFn | None = None,
-) -> CaseResult:
-    """Generate the crown and segment every image of ``case``, then write all outputs.
-
-    Everything is computed in memory first and written only once the whole case succeeded, so
-    a cancelled or failed run leaves the case folder exactly as it was. ``run.json`` records
-    the hash of the inputs read; an input changed during the run fails it. Raises
-    :class:`~app.core.errors.Cancelled`, :class:`InputError` naming a broken file, or
-    :class:`PipelineError`. ``smoothing`` (a ``manifest.Smoothing``) overrides the model's;
-    ``case_frame`` places and turns the model's frame on the preparation (else the manifest's);
-    ``frame_source`` says where it came from, for ``run.json``.
-    """
-    from app.core.crown.meshio import load_mesh
-    from app.core.crown.pipeline import generate_crown
-
-    if case.problem or case.scan is None:
-        raise InputError(case.folder, case.problem or "no scan mesh in the case folder")
-    if smoothing is not None:
-        crown_model = dataclasses.replace(crown_model, smoothing=smoothing)
-    cancel = cancel or CancelToken()
-    report = RunReport()
-    n_img = len(case.images) if seg_model is not None else 0
-    crown_share = 0.7 if n_img else 1.0
-
-    def sub(start: float, span: float, prefix: str) -> ProgressFn:
-        def fn(stage: str, frac: float) -> None:
-            if progress is not None:
-                progress(f"{prefix}: {stage}", start + span * max(0.0, min(1.0, frac)))
-
-        return fn
-
-    cancel.check()
-    inputs_sha256 = input_hash(case)
-    with report.stage("load scan"):
-        scan = load_mesh(case.scan)
-    cancel.check()
-    crown = generate_crown(
-        scan,
-        crown_model,
-        pool,
-        resolution=resolution,
-        case_frame=case_frame,
-        cancel=cancel,
-        progress=sub(0.0, crown_share, "crown"),
-    )
-    providers: list[str] = list(crown.report.providers)
-    for k, v in crown.report.timings_ms.items():
-        report.timings_ms[f"crown {k}"] = v
-    images: list[ImageResult] = []
-    if seg_model is not None:
-        from app.core.segment.imageio import load_image
-        from app.core.segment.pipeline import segment_image
-
-        span = (1.0 - crown_share) / max(1, n_img)
-        for i, image_path in enumerate(case.images):
-            cancel.check()
-            rgb = load_image(image_path)
-            seg = segment_image(
-                rgb,
-                seg_model,
-                pool,
-                roi=roi,
-                cancel=cancel,
-                progress=sub(crown_share + i * span, span, f"image {i + 1}/{n_img}"),
-            )
-            images.append(ImageResult(image_path, seg))
-            for p in seg.report.providers:
-                if p not in providers:
-                    providers.append(p)
-            for k, v in seg.report.timings_ms.items():
-                report.timings_ms[f"segment {k}"] = report.timings_ms.get(f"segment {k}", 0) + v
-    cancel.check()
-    if input_hash(case) != inputs_sha256:
-        raise InputError(case.folder, "the input files changed during the run; run it again")
-    if progress is not None:
-        progress("writing outputs", 1.0)
-    report.providers = providers
-    report.info["decoder_points"] = crown.report.info.get("decoder_points")
-    info = {
-        "case": case.name,
-        "time": _now(),
-        "crown_model": crown_model.id,
-        "crown_version": crown_model.version,
-        "seg_model": seg_model.id if seg_model is not None else "",
-        "seg_version": seg_model.version if seg_model is not None else "",
-        "input_hash": inputs_sha256,
-        "providers": providers,
-        "frame": None if case_frame is None else case_frame.to_dict(),
-        "timings_ms": {k: round(v, 2) for k, v in report.timings_ms.items()},
-        "crown": {"vertices": int(len(crown.mesh.vertices)), "faces": int(len(crown.mesh.faces))},
-        "frame_source": "default" if case_frame is None else frame_source,
-        "checks": crown.report.info.get("checks"),
-        "warnings": crown.warnings,
-        "model_lint": [
-            *crown.report.info.get("model_lint", []),
-            *(images[0].result.report.info.get("model_lint", []) if images else []),
-        ],
-        "images": {
-            i.image_path.name: {
-                "roi_box": None if i.result.roi_box is None else list(i.result.roi_box),
-                "class_pixels": {k: int(v) for k, v in i.result.class_pixels.items()},
-            }
-            for i in images
-        },
-    }
-    written = write_case_outputs(case, crown.mesh, images, seg_model, overlay_alpha, info)
-    return CaseResult(case.name, crown, images, written, providers, report)
-
-
-def read_run_info(case: Case) -> dict[str, Any] | None:
-    """The ``run.json`` the last successful run wrote (models, providers, ROI boxes), if any."""
-    try:
-        data = json.loads(case.run_info_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def write_case_outputs(
-    case: Case,
-    crown_mesh: Any,
-    images: Iterable[ImageResult],
-    seg_model: Any | None,
-    overlay_alpha: float,
-    run_info: dict[str, Any],
-) -> list[Path]:
-    """Write crown STL, mask PNGs, overlays and ``run.json`` into ``<case>/output/`` as one set.
-
-    Every file is encoded and written to a temp file first; only when all succeeded are they
-    renamed into place, so a full disk or a refused file leaves the previous outputs whole (a
-    mask always matches its overlay and ``run.json``). Temp files a killed run left there are
-    removed first.
-    """
-    from app.core.crown.meshio import stl_bytes
-
-    clean_stale_temps(case.output_dir)
-    inputs = list(case.inputs)
-    crown = stl_bytes(crown_mesh)
-    items: list[tuple[Path, Callable[[Path], None]]] = [
-        (case.crown_path, lambda tmp: tmp.write_bytes(crown))
-    ]
-    if seg_model is not None:
-        from app.core.segment.imageio import label_png_writer
-        from app.core.segment.overlay import overlay
-        from app.core.segment.pipeline import encode_image
-
-        for item in images:
-            labels = item.result.labels
-            items.append(
-                (case.mask_path(item.image_path), label_png_writer(labels, seg_model.palette))
-            )
-            ov_path = case.overlay_path(item.image_path)
-            ov = overlay(item.result.image, labels, seg_model.palette, alpha=overlay_alpha)
-            data = encode_image(ov_path, ov)
-            items.append((ov_path, lambda tmp, data=data: tmp.write_bytes(data)))
-    info = json.dumps(run_info, indent=2).encode("utf-8")
-    items.append((case.run_info_path, lambda tmp: tmp.write_bytes(info)))
-    for path, _ in items:
-        check_not_input(path, inputs)
-    return commit_set(items)
-
-
 __all__ = [
-    "Case",
-    "CaseResult",
-    "CaseStatus",
     "Decision",
-    "ImageResult",
     "QaRecord",
     "QaStore",
     "RunRecord",
     "case_status",
     "current_user",
-    "discover_cases",
     "error_text",
-    "input_hash",
-    "is_pending",
-    "read_run_info",
-    "run_case",
+    "history_csv_path",
 ]
