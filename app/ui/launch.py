@@ -224,8 +224,8 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     probe = LatencyProbe(app) if args.probe_latency else None
     if probe is not None:
         probe.phase("start-up")
-    # the 3D panel loads pyvista (the slowest import) once the window is on the screen
-    QtCore.QTimer.singleShot(200, window.viewer3d.make_plotter)
+    # the 3D panel loads pyvista (the slowest import) on a thread; the window shows meanwhile
+    window.viewer3d.make_plotter_soon()
     code = 0
     previous_hook = sys.excepthook
     sys.excepthook = unexpected_error_hook(window, log_path)

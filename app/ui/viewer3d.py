@@ -8,6 +8,7 @@ longer to load than the rest of the window, which can show first.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,10 +90,12 @@ class Viewer3D(QtWidgets.QWidget):
 
     screenshot_saved = QtCore.Signal(str)
     centre_picked = QtCore.Signal(object)
+    _vtk_imported = QtCore.Signal()
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self._plotter: QtInteractor | None = None
+        self._importing = False
         self._slot = QtWidgets.QWidget()
         self._slot.setStyleSheet(f"background: rgb{tuple(int(c * 255) for c in BACKGROUND[0])}")
         self._meshes: dict[str, pv.PolyData] = {}
@@ -181,6 +184,24 @@ class Viewer3D(QtWidgets.QWidget):
         """Whether the interactor is made yet (it comes after the window shows)."""
         return self._plotter is not None
 
+    def make_plotter_soon(self) -> None:
+        """Load pyvista and VTK on a thread (seconds of library loading the window need not
+        wait for), then make the interactor here, on the GUI thread."""
+        if self._plotter is not None or self._importing:
+            return
+        self._importing = True
+        self._vtk_imported.connect(self.make_plotter, QtCore.Qt.ConnectionType.QueuedConnection)
+        threading.Thread(target=self._import_vtk, name="import-pyvista", daemon=True).start()
+
+    def _import_vtk(self) -> None:
+        try:
+            import pyvistaqt  # noqa: F401
+        finally:
+            try:
+                self._vtk_imported.emit()
+            except RuntimeError:  # the window was closed meanwhile
+                pass
+
     def make_plotter(self) -> QtInteractor:
         """Load pyvista and put the interactor where the placeholder was (once)."""
         if self._plotter is None:
@@ -258,7 +279,12 @@ class Viewer3D(QtWidgets.QWidget):
         self.plotter.remove_actor("message", render=False)
         if text:
             self.plotter.add_text(
-                text, position="upper_left", font_size=11, color=(0.95, 0.55, 0.5), name="message"
+                text,
+                position="upper_left",
+                font_size=11,
+                color=(0.95, 0.55, 0.5),
+                name="message",
+                render=False,
             )
         self.render()
 
@@ -409,7 +435,7 @@ class Viewer3D(QtWidgets.QWidget):
 
     def reset_camera(self) -> None:
         if self._meshes:
-            self.plotter.reset_camera(render=False)
+            self.plotter.renderer.reset_camera(render=False)  # the plotter's own always renders
             self.plotter.camera.zoom(1.15)
         self.render()
 
@@ -428,10 +454,13 @@ class Viewer3D(QtWidgets.QWidget):
             QtCore.QTimer.singleShot(0, self._render_now)
 
     def _render_now(self) -> None:
+        """Render once, in the widget's next paint: ``plotter.render()`` would render now and
+        its finished frame would schedule that paint, which renders again."""
         self._render_pending = False
         if not getattr(self.plotter, "_closed", True):
             self._tune_for_renderer()
-            self.plotter.render()
+            self.plotter.renderers.on_plotter_render()
+            self.plotter.update()
 
     def _tune_for_renderer(self) -> None:
         """Drop multisampling on a software OpenGL (Mesa llvmpipe: 4x MSAA makes every frame
