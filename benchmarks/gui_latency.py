@@ -115,6 +115,7 @@ class Session:
         _slot(w, "run_current")()
         yield self._after(QUIT_AFTER_S)
         probe.phase("quit during a run")
+        self.poll.stop()  # the close turns the event loop while this generator is running
         w.close()
         yield lambda: False
 

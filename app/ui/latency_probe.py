@@ -88,6 +88,16 @@ class LatencyProbe(QtCore.QObject):
             self._last = time.perf_counter()
             self._timer.start()
 
+    def finish_when_hidden(self, window: QtCore.QObject) -> None:
+        """Finish when ``window`` is hidden (closed): from then on nothing is on the screen to
+        stall, e.g. while the closing window waits for a worker to return."""
+        window.installEventFilter(self)
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802
+        if event.type() == QtCore.QEvent.Type.Hide and not event.spontaneous():
+            self.finish()
+        return False
+
     def finish(self) -> PhaseLatency | None:
         """Stop; the time since the last tick counts as one tick of the current phase."""
         if self.current is not None and self._timer.isActive():

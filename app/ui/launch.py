@@ -224,6 +224,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     probe = LatencyProbe(app) if args.probe_latency else None
     if probe is not None:
         probe.phase("start-up")
+        probe.finish_when_hidden(window)
     # the 3D panel loads pyvista (the slowest import) on a thread; the window shows meanwhile
     window.viewer3d.make_plotter_soon()
     code = 0

@@ -128,6 +128,28 @@ class TaskRunner(QtCore.QObject):
             self.cancel(t)
         return tags
 
+    def running(self) -> int:
+        """How many tasks are executing now, cancelled ones included until they return."""
+        return self._pool.activeThreadCount()
+
+    def stop(self, timeout_ms: int) -> bool:
+        """Cancel everything and keep the event loop turning (paints, timers; no user input)
+        until the workers return or ``timeout_ms`` passes; True when none is left running."""
+        self.cancel_where(lambda t: True)
+        clock = QtCore.QElapsedTimer()
+        clock.start()
+        loop = QtCore.QEventLoop()
+        poll = QtCore.QTimer()
+        poll.setInterval(10)
+        poll.timeout.connect(
+            lambda: loop.quit() if not self.running() or clock.hasExpired(timeout_ms) else None
+        )
+        poll.start()
+        if self.running():
+            loop.exec(QtCore.QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
+        poll.stop()
+        return not self.running()
+
     def shutdown(self, timeout_ms: int = 30000) -> bool:
         """Cancel everything and wait for the pool's threads to finish (at window close)."""
         self.cancel_where(lambda t: True)

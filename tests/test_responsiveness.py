@@ -1,0 +1,68 @@
+"""Work that would stall the window happens off the GUI thread, and a window closed during a
+run says "stopping…" and goes without waiting for the model to finish its step. (States and
+threads are asserted, not times: the stalls are measured by benchmarks/gui_latency.py.)"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+from gui_fixtures import *  # noqa: F403
+from gui_fixtures import wait_for
+from PySide6 import QtCore
+
+from app.core import case_run, qa_store
+
+pytestmark = pytest.mark.gui
+
+
+class _HideSpy(QtCore.QObject):
+    """Calls ``on_hide()`` when the watched window is hidden (that is, when it closes)."""
+
+    def __init__(self, window, on_hide) -> None:
+        super().__init__()
+        self.on_hide = on_hide
+        window.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt name)
+        if event.type() == QtCore.QEvent.Type.Hide and not event.spontaneous():
+            self.on_hide()
+        return False
+
+
+def test_quit_during_a_run_says_stopping_and_closes_before_the_model_step_ends(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    w = make_window(fake_workspace)
+    in_step, step_may_end = threading.Event(), threading.Event()
+    real = case_run.run_case
+
+    def long_model_step(case, *a, cancel=None, **kw):
+        in_step.set()
+        step_may_end.wait(60)  # inside a model call: the cancel is seen only after it
+        return real(case, *a, cancel=cancel, **kw)
+
+    monkeypatch.setattr(case_run, "run_case", long_model_step)
+    at_hide: list[tuple[str, str, bool, int]] = []
+
+    def hidden() -> None:
+        at_hide.append(
+            (w.message_label.text(), w.progress.format(), step_may_end.is_set(), w.runner.running())
+        )
+        step_may_end.set()
+
+    spy = _HideSpy(w, hidden)
+    w.run_button.click()
+    wait_for(qtbot, in_step.is_set, 30000)
+    w.close()
+    assert at_hide, "the window was not hidden"
+    message, progress_text, step_over, running = at_hide[0]
+    assert message == "stopping…" and progress_text == "stopping…"
+    assert not step_over and running == 1  # gone while the worker was still in its step
+    assert w.runner.running() == 0  # ... and the worker was waited for after that
+    assert not w.cases["case_001"].output_dir.exists()
+    db = sqlite3.connect(fake_workspace / qa_store.DB_NAME)
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    db.close()
+    del spy
