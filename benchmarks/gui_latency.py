@@ -153,7 +153,6 @@ def measure(tree: Path, timeout_s: float) -> tuple[dict[str, tuple[float, float]
             "PYTHONPATH": str(tree),
             "XDG_STATE_HOME": str(work / "state"),
             "XDG_DATA_HOME": str(work / "data"),
-            "XDG_CACHE_HOME": str(work / "cache"),
             "QT_QPA_PLATFORM": "xcb",
         }
         app_args = ["--workspace", str(ws), "--case", "case_002", "--run", "--probe-latency"]

@@ -66,3 +66,28 @@ def test_quit_during_a_run_says_stopping_and_closes_before_the_model_step_ends(
     assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
     db.close()
     del spy
+
+
+def test_meshes_become_polydata_in_workers_and_arrive_ready(
+    make_window, fake_workspace, qtbot, monkeypatch
+):
+    from app.ui import case_view
+
+    threads: list[int] = []
+    real = case_view.mesh_to_polydata
+
+    def recording(mesh):
+        threads.append(threading.get_ident())
+        return real(mesh)
+
+    monkeypatch.setattr(case_view, "mesh_to_polydata", recording)
+    w = make_window(fake_workspace)
+    with qtbot.waitSignal(w.run_finished, timeout=120000) as blocker:
+        w.run_button.click()
+    assert blocker.args == ["case_001", "generated"]
+    w.select_case("case_002")
+    wait_for(qtbot, lambda: w.shown is not None and w.shown.case == "case_002")
+    assert len(threads) >= 3  # two scans loaded, one crown made by the run
+    assert threading.main_thread().ident not in threads
+    shown = w.viewer3d.actor("scan").GetMapper().GetInput()
+    assert shown.GetPointData().GetNormals() is not None  # the GUI thread only swaps actors

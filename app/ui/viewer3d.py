@@ -66,22 +66,21 @@ def box_outline(corners: np.ndarray) -> pv.PolyData:
 
 
 def mesh_to_polydata(mesh) -> pv.PolyData:
-    import pyvista as pv
-
     """A triangle mesh (``vertices`` (V,3), ``faces`` (F,3)) as PolyData with point normals.
 
-    Runs in workers: building the VTK object and its normals is the slow part of showing a mesh.
+    Runs in workers: building the VTK object and its normals is the slow part of showing a mesh
+    (the normals come from numpy, which lets the GUI thread run meanwhile).
     """
+    import pyvista as pv
+
+    from app.core.crown.meshio import vertex_normals
+
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     cells = np.hstack([np.full((len(faces), 1), 3, dtype=np.int64), faces]).ravel()
-    poly = pv.PolyData(np.asarray(mesh.vertices, dtype=np.float64), cells)
+    poly = pv.PolyData(vertices, cells)
     if poly.n_cells:
-        poly = poly.compute_normals(
-            cell_normals=False,
-            split_vertices=False,
-            auto_orient_normals=False,
-            consistent_normals=False,
-        )
+        poly.point_data.active_normals = vertex_normals(vertices, faces).astype(np.float32)
     return poly
 
 
