@@ -65,6 +65,20 @@ def box_outline(corners: np.ndarray) -> pv.PolyData:
     return pv.PolyData(np.asarray(corners, dtype=float), lines=lines)
 
 
+def pose_matrix(centre: np.ndarray, direction: np.ndarray, scale: float) -> np.ndarray:
+    """4x4 map of a shape along +x at the origin onto ``direction`` at ``centre``, ``scale``
+    times larger (the arrow and the dot are made once and placed with it)."""
+    d = np.asarray(direction, dtype=float)
+    d = d / np.linalg.norm(d)
+    helper = np.eye(3)[int(np.argmin(np.abs(d)))]
+    side = np.cross(d, helper)
+    side /= np.linalg.norm(side)
+    m = np.eye(4)
+    m[:3, :3] = scale * np.column_stack([d, side, np.cross(d, side)])
+    m[:3, 3] = centre
+    return m
+
+
 def mesh_to_polydata(mesh) -> pv.PolyData:
     """A triangle mesh (``vertices`` (V,3), ``faces`` (F,3)) as PolyData with point normals.
 
@@ -98,6 +112,7 @@ class Viewer3D(QtWidgets.QWidget):
         self._slot = QtWidgets.QWidget()
         self._slot.setStyleSheet(f"background: rgb{tuple(int(c * 255) for c in BACKGROUND[0])}")
         self._meshes: dict[str, pv.PolyData] = {}
+        self._parked: set[str] = set()
         self._smooth = True
         self._render_pending = False
         self._tuned = False
@@ -223,13 +238,36 @@ class Viewer3D(QtWidgets.QWidget):
     # --- content ---------------------------------------------------------------------------
 
     def actor(self, name: str):
-        return self.plotter.actors.get(name)
+        """The actor showing ``name`` now; None when nothing is shown under that name."""
+        return None if name in self._parked else self.plotter.actors.get(name)
+
+    def _park(self, *names: str) -> None:
+        """Hide actors instead of removing them: the next case swaps its data into them."""
+        for name in names:
+            actor = self.plotter.actors.get(name)
+            if actor is not None:
+                actor.SetVisibility(False)
+                self._parked.add(name)
+
+    def _swap_in(self, name: str, poly: pv.PolyData | None, **style):
+        """Actor ``name`` showing ``poly`` (None: keep its data): swapped into the actor kept
+        from an earlier case (microseconds), or added with ``style`` the first time (pyvista
+        spends tens of ms setting up an actor, on the GUI thread)."""
+        actor = self.plotter.actors.get(name)
+        if actor is None:
+            actor = self.plotter.add_mesh(
+                poly, name=name, reset_camera=False, render=False, **style
+            )
+        elif poly is not None:
+            actor.GetMapper().SetInputData(poly)
+        self._parked.discard(name)
+        return actor
 
     def set_mesh(self, name: str, poly: pv.PolyData | None, *, reset: bool = False) -> None:
         """Show ``poly`` as actor ``name`` (replacing the old one), or remove it when None."""
         if poly is None or poly.n_points == 0:
             self._meshes.pop(name, None)
-            self.plotter.remove_actor(name, render=False)
+            self._park(name)
         else:
             self._meshes[name] = poly
             color, check, slider = (
@@ -237,21 +275,19 @@ class Viewer3D(QtWidgets.QWidget):
                 if name == "scan"
                 else (TOOTH_COLOR, self.crown_check, self.crown_opacity)
             )
-            actor = self.plotter.add_mesh(
+            actor = self._swap_in(
+                name,
                 poly,
-                name=name,
                 color=color,
-                opacity=slider.value() / 100,
                 smooth_shading=False,
                 specular=0.35 if name == "crown" else 0.1,
                 specular_power=20,
                 diffuse=0.85,
                 ambient=0.15,
-                reset_camera=False,
-                render=False,
                 show_scalar_bar=False,
                 scalars=None,
             )
+            actor.GetProperty().SetOpacity(slider.value() / 100)
             actor.SetVisibility(check.isChecked())
             self._apply_shading(actor)
         if reset:
@@ -270,7 +306,8 @@ class Viewer3D(QtWidgets.QWidget):
             self._meshes.pop(name, None)
         if self._plotter is None:
             return
-        self.plotter.remove_actor(["scan", "crown", *FRAME_ACTORS, "message"], render=False)
+        self._park("scan", "crown", *FRAME_ACTORS)
+        self.plotter.remove_actor("message", render=False)
         self.render()
 
     def set_message(self, text: str | None) -> None:
@@ -301,53 +338,56 @@ class Viewer3D(QtWidgets.QWidget):
         centre, ``mesial`` as a line through it; ``marked`` adds a dot on the centre (a case
         frame set for this case, not the model's default). None removes the outline.
         """
-        self.plotter.remove_actor(list(FRAME_ACTORS), render=False)
+        self._park(*FRAME_ACTORS)
         if corners is not None:
             import pyvista as pv
 
             box = np.asarray(corners, dtype=float).reshape(8, 3)
             centre = box.mean(axis=0)
             size = float(np.linalg.norm(box[4] - box[0]))
-            self._add_overlay("frame", box_outline(box), FRAME_COLOR, line_width=1.5)
+            self._overlay("frame", box_outline(box), FRAME_COLOR, line_width=1.5)
             if occlusal is not None:
-                arrow = pv.Arrow(
-                    start=centre,
-                    direction=occlusal,
-                    scale=0.75 * size,
-                    tip_length=0.18,
-                    tip_radius=0.05,
-                    shaft_radius=0.015,
+                arrow = self._overlay(
+                    "occlusal",
+                    None
+                    if "occlusal" in self.plotter.actors
+                    else pv.Arrow(tip_length=0.18, tip_radius=0.05, shaft_radius=0.015),
+                    OCCLUSAL_COLOR,
                 )
-                self._add_overlay("occlusal", arrow, OCCLUSAL_COLOR)
+                arrow.SetUserMatrix(
+                    pv.vtkmatrix_from_array(pose_matrix(centre, occlusal, 0.75 * size))
+                )
             if mesial is not None:
                 half = 0.5 * size * np.asarray(mesial, dtype=float)
-                self._add_overlay(
-                    "mesial", pv.Line(centre - half, centre + half), MESIAL_COLOR, line_width=3.5
-                )
+                line = pv.PolyData(np.array([centre - half, centre + half]), lines=[2, 0, 1])
+                self._overlay("mesial", line, MESIAL_COLOR, line_width=3.5)
             if marked:
-                dot = pv.Sphere(radius=max(0.3, size / 60), center=centre)
-                self._add_overlay("centre", dot, CENTRE_COLOR)
+                dot = self._overlay(
+                    "centre",
+                    None if "centre" in self.plotter.actors else pv.Sphere(radius=1.0),
+                    CENTRE_COLOR,
+                )
+                radius = max(0.3, size / 60)
+                dot.SetUserMatrix(pv.vtkmatrix_from_array(pose_matrix(centre, (1, 0, 0), radius)))
         self.render()
 
-    def _add_overlay(self, name: str, poly: pv.PolyData, color, line_width: float = 1.0) -> None:
-        """Add a frame overlay actor, shown or hidden with the "Crop box" toggle."""
-        actor = self.plotter.add_mesh(
-            poly,
-            name=name,
-            color=color,
-            line_width=line_width,
-            reset_camera=False,
-            render=False,
-            pickable=False,
-        )
+    def _overlay(self, name: str, poly: pv.PolyData | None, color, line_width: float = 1.0):
+        """A frame overlay actor, shown or hidden with the "Crop box" toggle."""
+        actor = self._swap_in(name, poly, color=color, line_width=line_width, pickable=False)
         actor.SetVisibility(self.frame_check.isChecked())
+        return actor
 
     def frame_points(self, name: str = "frame") -> np.ndarray | None:
         """The points of a drawn frame overlay (mm), as the renderer has them; None if not shown."""
         a = self.actor(name)
         if a is None:
             return None
-        return np.array(a.GetMapper().GetInput().GetPoints().GetData())
+        points = np.array(a.GetMapper().GetInput().GetPoints().GetData())
+        placed = a.GetUserMatrix()
+        if placed is None:
+            return points
+        m = np.array([[placed.GetElement(i, j) for j in range(4)] for i in range(4)])
+        return points @ m[:3, :3].T + m[:3, 3]
 
     def _set_picking(self, on: bool) -> None:
         if on:
