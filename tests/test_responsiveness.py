@@ -91,3 +91,34 @@ def test_meshes_become_polydata_in_workers_and_arrive_ready(
     assert threading.main_thread().ident not in threads
     shown = w.viewer3d.actor("scan").GetMapper().GetInput()
     assert shown.GetPointData().GetNormals() is not None  # the GUI thread only swaps actors
+
+
+def test_the_overlay_is_composed_off_the_gui_thread(qapp, qtbot, monkeypatch):
+    import numpy as np
+
+    from app.ui import viewer2d
+
+    threads: list[int] = []
+    real = viewer2d.compose
+
+    def recording(*args):
+        threads.append(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(viewer2d, "compose", recording)
+    v = viewer2d.Viewer2D()
+    v.resize(500, 400)
+    v.show()
+    rgb = np.full((300, 400, 3), 90, np.uint8)
+    labels = np.zeros((300, 400), np.uint8)
+    labels[100:200, 100:300] = 1
+    v.set_classes(["background", "tooth"], [(0, 0, 0), (240, 230, 140)])
+    v.set_images([viewer2d.ImageEntry(viewer2d.Path("a.png"), rgb, labels)])
+    assert v.view.pixmap_item.pixmap().width() == 400  # the photo shows before its overlay
+    v.opacity.setValue(100)
+    np.testing.assert_array_equal(v.composite[150, 150], (240, 230, 140))
+    np.testing.assert_array_equal(v.composite[50, 50], (90, 90, 90))
+    wait_for(qtbot, lambda: "tooth: " in v.info.text())
+    assert threads and threading.main_thread().ident not in threads
+    v.shutdown()
+    v.deleteLater()

@@ -663,6 +663,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.runner.shutdown()
         self._cache.clear()
         self.shown = None
+        self.viewer2d.shutdown()
         self.viewer3d.shutdown()
         if self.store is not None:
             self.store.close()
