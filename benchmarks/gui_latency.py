@@ -9,6 +9,9 @@ timer in the same process, through the window's own slots, the way a technician 
 - batch with switching: run all new cases while selecting another case every 1.5 s;
 - run, then quit during a run: start a run, close the window 2 s into it.
 
+After each session a bare Qt window runs the probe for 20 s: the "idle window (baseline)"
+row is what the machine's load alone does to an event loop at that time.
+
 The probe prints one JSON line per phase (``max_ms``, ``p99_ms``: how late a 10 ms timer
 fired); the table shows the worst of each over the sessions. ``--tree DIR`` (repeatable)
 measures another checkout of the app instead of this one, e.g. the code before a change, in
@@ -33,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("start-up", "show result", "run", "batch with switching", "quit during a run")
+IDLE = "idle window (baseline)"
+IDLE_S = 20.0
 SHOW_S = 1.0
 SWITCH_S = 1.5
 QUIT_AFTER_S = 2.0
@@ -120,6 +125,24 @@ class Session:
         yield lambda: False
 
 
+def idle_child(seconds: float) -> int:
+    """A bare window and the probe for ``seconds``: the stalls the machine's load alone makes."""
+    from PySide6 import QtCore, QtWidgets
+
+    from app.ui.latency_probe import LatencyProbe
+
+    app = QtWidgets.QApplication([sys.argv[0]])
+    window = QtWidgets.QMainWindow()
+    window.resize(1500, 920)
+    window.show()
+    probe = LatencyProbe(app)
+    probe.phase(IDLE)
+    QtCore.QTimer.singleShot(int(1000 * seconds), app.quit)
+    app.exec()
+    probe.finish()
+    return 0
+
+
 def child(app_args: list[str]) -> int:
     """Run the app with ``app_args`` and the scripted session."""
     from PySide6 import QtWidgets
@@ -143,11 +166,31 @@ def _workspace(folder: Path) -> Path:
     return ws
 
 
+def _phases(child_args: list[str], env: dict, timeout_s: float) -> dict[str, tuple[float, float]]:
+    """Run this script as a child; the worst (max_ms, p99_ms) of each phase it printed."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *child_args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"session failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    worst: dict[str, tuple[float, float]] = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            old = worst.get(row["phase"], (0.0, 0.0))
+            worst[row["phase"]] = (max(old[0], row["max_ms"]), max(old[1], row["p99_ms"]))
+    return worst
+
+
 def measure(tree: Path, timeout_s: float) -> tuple[dict[str, tuple[float, float]], str]:
-    """One session of the app in ``tree``: worst (max_ms, p99_ms) per phase, and the load."""
+    """One session of the app in ``tree`` then a bare window for IDLE_S: worst (max_ms,
+    p99_ms) per phase, and the load average before and after."""
     work = Path(tempfile.mkdtemp(prefix="gui-latency-"))
     try:
-        ws = _workspace(work)
         env = {
             **os.environ,
             "PYTHONPATH": str(tree),
@@ -155,29 +198,15 @@ def measure(tree: Path, timeout_s: float) -> tuple[dict[str, tuple[float, float]
             "XDG_DATA_HOME": str(work / "data"),
             "QT_QPA_PLATFORM": "xcb",
         }
-        app_args = ["--workspace", str(ws), "--case", "case_002", "--run", "--probe-latency"]
-        app_args += ["--settings", str(work / "settings.ini")]
+        app_args = ["--workspace", str(_workspace(work)), "--case", "case_002", "--run"]
+        app_args += ["--probe-latency", "--settings", str(work / "settings.ini")]
         load_before = os.getloadavg()[0]
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--child", "--", *app_args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-        load = f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"
-        if proc.returncode != 0:
-            raise RuntimeError(f"session failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        worst: dict[str, tuple[float, float]] = {}
-        for line in proc.stdout.splitlines():
-            if line.startswith("{"):
-                row = json.loads(line)
-                old = worst.get(row["phase"], (0.0, 0.0))
-                worst[row["phase"]] = (max(old[0], row["max_ms"]), max(old[1], row["p99_ms"]))
+        worst = _phases(["--child", "--", *app_args], env, timeout_s)
         missing = [p for p in PHASES if p not in worst]
         if missing:
-            raise RuntimeError(f"no figures for {missing}: {proc.stdout[-2000:]}")
-        return worst, load
+            raise RuntimeError(f"no figures for {missing}")
+        worst.update(_phases(["--idle", str(IDLE_S)], {**env, "PYTHONPATH": str(ROOT)}, 120))
+        return worst, f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -197,10 +226,13 @@ def main() -> int:
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per session")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--idle", type=float, help=argparse.SUPPRESS)
     parser.add_argument("app_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.app_args)
+    if args.idle is not None:
+        return idle_child(args.idle)
     if not os.environ.get("DISPLAY"):
         print("needs an X display: run it under xvfb-run", file=sys.stderr)
         return 2
@@ -218,7 +250,7 @@ def main() -> int:
             print(f"  {label} session {s + 1}: load average {load}", flush=True)
     header = f"{'phase':<22}" + "".join(f" {lb + ' max ms':>16} {'p99 ms':>8}" for lb in labels)
     print(header)
-    for phase in PHASES:
+    for phase in (*PHASES, IDLE):
         cells = ""
         for label in labels:
             runs = figures[label]
