@@ -65,22 +65,9 @@ def _fail(message: str, code: int) -> int:
 
 def _wait(app, condition, timeout_s: float) -> bool:
     """Run the event loop until ``condition()`` holds or the time runs out."""
-    from PySide6 import QtCore
+    from .workers import spin_until
 
-    if condition():
-        return True
-    clock = QtCore.QElapsedTimer()
-    clock.start()
-    loop = QtCore.QEventLoop()
-    poll = QtCore.QTimer()
-    poll.setInterval(20)
-    poll.timeout.connect(
-        lambda: loop.quit() if condition() or clock.elapsed() > timeout_s * 1000 else None
-    )
-    poll.start()
-    loop.exec()
-    poll.stop()
-    return condition()
+    return spin_until(condition, int(timeout_s * 1000))
 
 
 def _next_phase(app, probe, name: str) -> None:

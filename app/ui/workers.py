@@ -38,6 +38,29 @@ def failure_text(exc: object) -> str:
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
+def spin_until(
+    condition: Callable[[], bool],
+    timeout_ms: int,
+    flags: QtCore.QEventLoop.ProcessEventsFlag = QtCore.QEventLoop.ProcessEventsFlag.AllEvents,
+) -> bool:
+    """Run a local event loop until ``condition()`` holds (checked every 10 ms) or
+    ``timeout_ms`` passes; returns ``condition()``."""
+    if condition():
+        return True
+    clock = QtCore.QElapsedTimer()
+    clock.start()
+    loop = QtCore.QEventLoop()
+    poll = QtCore.QTimer()
+    poll.setInterval(10)
+    poll.timeout.connect(
+        lambda: loop.quit() if condition() or clock.hasExpired(timeout_ms) else None
+    )
+    poll.start()
+    loop.exec(flags)
+    poll.stop()
+    return condition()
+
+
 class _Relay(QtCore.QObject):
     """Lives on the GUI thread; worker threads emit through it (queued to the GUI thread)."""
 
@@ -136,19 +159,11 @@ class TaskRunner(QtCore.QObject):
         """Cancel everything and keep the event loop turning (paints, timers; no user input)
         until the workers return or ``timeout_ms`` passes; True when none is left running."""
         self.cancel_where(lambda t: True)
-        clock = QtCore.QElapsedTimer()
-        clock.start()
-        loop = QtCore.QEventLoop()
-        poll = QtCore.QTimer()
-        poll.setInterval(10)
-        poll.timeout.connect(
-            lambda: loop.quit() if not self.running() or clock.hasExpired(timeout_ms) else None
+        return spin_until(
+            lambda: not self.running(),
+            timeout_ms,
+            QtCore.QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents,
         )
-        poll.start()
-        if self.running():
-            loop.exec(QtCore.QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
-        poll.stop()
-        return not self.running()
 
     def shutdown(self, timeout_ms: int = 30000) -> bool:
         """Cancel everything and wait for the pool's threads to finish (at window close)."""
