@@ -122,3 +122,27 @@ def test_the_overlay_is_composed_off_the_gui_thread(qapp, qtbot, monkeypatch):
     assert threads and threading.main_thread().ident not in threads
     v.shutdown()
     v.deleteLater()
+
+
+def test_progress_reaches_the_window_throttled_with_the_latest_report(qapp, qtbot):
+    from app.ui.workers import Tag, TaskRunner
+
+    runner = TaskRunner(threads=1)
+    seen: list[tuple[str, float]] = []
+    runner.progress.connect(lambda tag, stage, fraction: seen.append((stage, fraction)))
+    reported, finish = threading.Event(), threading.Event()
+
+    def chatty(token, progress):
+        for k in range(1, 31):
+            progress(f"step {k}", k / 30)
+        reported.set()
+        finish.wait(30)
+        return "done"
+
+    runner.submit(Tag("run", "a", 1), chatty)
+    wait_for(qtbot, reported.is_set, 30000)
+    wait_for(qtbot, lambda: bool(seen) and seen[-1] == ("step 30", 1.0), 30000)
+    assert len(seen) < 30  # coalesced: the window repaints a few times, not per report
+    finish.set()
+    assert runner.shutdown(10000)
+    runner.deleteLater()

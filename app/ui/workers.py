@@ -20,6 +20,9 @@ from app.core.errors import Cancelled, CrownscanError
 from app.core.report import CancelToken, ProgressFn
 
 TaskFn = Callable[[CancelToken, ProgressFn], Any]
+PROGRESS_EVERY_MS = 250
+"""Progress reaches the window at most this often per task (the latest report wins): each
+repaint of a status-bar widget costs tens of ms in a window holding an OpenGL view."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,12 @@ class TaskRunner(QtCore.QObject):
         self._relay.failed.connect(self._on_failed)
         self._relay.cancelled.connect(self._on_cancelled)
         self.dropped = 0
+        self._progress_due: dict[Tag, tuple[str, float]] = {}
+        self._progress_held = False
+        self._progress_timer = QtCore.QTimer(self)
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.setInterval(PROGRESS_EVERY_MS)
+        self._progress_timer.timeout.connect(self._flush_progress)
 
     def submit(self, tag: Tag, fn: TaskFn) -> CancelToken:
         """Start ``fn(cancel_token, progress)`` on the pool; replaces a task with the same tag."""
@@ -180,7 +189,18 @@ class TaskRunner(QtCore.QObject):
 
     def _on_progress(self, tag: Tag, stage: str, fraction: float) -> None:
         if tag in self._active:
-            self.progress.emit(tag, stage, fraction)
+            self._progress_due[tag] = (stage, fraction)
+            if not self._progress_held:
+                self._flush_progress()
+
+    def _flush_progress(self) -> None:
+        due, self._progress_due = self._progress_due, {}
+        for tag, (stage, fraction) in due.items():
+            if tag in self._active:
+                self.progress.emit(tag, stage, fraction)
+        self._progress_held = bool(due)
+        if due:
+            self._progress_timer.start()
 
     def _on_done(self, tag: Tag, result: object) -> None:
         if self._wanted(tag):
