@@ -1,9 +1,10 @@
 """The 3D panel: one QtInteractor for the window's life, the scan and the crown as named actors.
 
 Meshes arrive as ready ``pyvista.PolyData`` built in a worker (:func:`mesh_to_polydata`);
-this widget only adds, replaces and removes actors on the GUI thread. pyvista and the
-interactor are made on first use (:meth:`Viewer3D.make_plotter`), not at import: they take
-longer to load than the rest of the window, which can show first.
+on the GUI thread this widget only swaps them into the actors it keeps (made once) and asks
+for one paint per change. pyvista and the interactor are made on first use
+(:meth:`Viewer3D.make_plotter`, or after a background import with ``make_plotter_soon``), not
+at import: they take longer to load than the rest of the window, which can show first.
 """
 
 from __future__ import annotations
@@ -264,7 +265,8 @@ class Viewer3D(QtWidgets.QWidget):
         return actor
 
     def set_mesh(self, name: str, poly: pv.PolyData | None, *, reset: bool = False) -> None:
-        """Show ``poly`` as actor ``name`` (replacing the old one), or remove it when None."""
+        """Show ``poly`` as actor ``name`` (swapped into the actor kept from before), or hide
+        that actor when None."""
         if poly is None or poly.n_points == 0:
             self._meshes.pop(name, None)
             self._park(name)
