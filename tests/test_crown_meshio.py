@@ -130,3 +130,27 @@ def test_bbox_frame_is_ifnet_normalisation() -> None:
     assert np.ptp(u, axis=0).max() == pytest.approx(1.0)
     np.testing.assert_allclose((u.min(0) + u.max(0)) / 2, 0.0, atol=1e-12)
     np.testing.assert_allclose(f.to_mm(u), v, atol=1e-12)
+
+
+def test_vertex_normals_match_vtk_point_normals() -> None:
+    import pyvista as pv
+
+    from app.core.crown.meshio import vertex_normals
+
+    sphere = pv.Sphere(radius=3.0, theta_resolution=24, phi_resolution=18).triangulate()
+    vertices = np.asarray(sphere.points, dtype=np.float64) * [1.0, 0.6, 1.4]
+    faces = np.asarray(sphere.regular_faces, dtype=np.int64)
+    vertices = np.vstack([vertices, [[50.0, 50.0, 50.0]]])  # referenced by no triangle
+    reference = (
+        pv.PolyData.from_regular_faces(vertices, faces)
+        .compute_normals(
+            cell_normals=False,
+            split_vertices=False,
+            auto_orient_normals=False,
+            consistent_normals=False,
+        )
+        .point_data["Normals"]
+    )
+    ours = vertex_normals(vertices, faces)
+    np.testing.assert_allclose(ours[:-1], reference[:-1], atol=1e-6)
+    np.testing.assert_array_equal(ours[-1], [0.0, 0.0, 0.0])

@@ -3,6 +3,8 @@
 Opens the window (on the bundled sample workspace the first time). The options make it a smoke
 test and a picture maker: open a workspace, select a case, run it and wait, write a screenshot
 of the whole window, exit. Errors on that path print one line and exit non-zero.
+``--probe-latency`` prints how long the window stalled in each of those steps (one JSON line
+per phase, see :mod:`app.ui.latency_probe`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from app import __version__
 
 EXIT_INPUT = 2
 EXIT_RUN = 4
+PROBE_SETTLE_S = 0.5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, help="generation resolution for this session")
     p.add_argument("--settings", type=Path, help="use this INI file instead of the user settings")
     p.add_argument("--size", default="1500x920", help="window size WxH (default 1500x920)")
+    p.add_argument(
+        "--probe-latency",
+        action="store_true",
+        help="print the event loop's worst and 99th-percentile stall per phase (JSON lines)",
+    )
     return p
 
 
@@ -56,17 +64,27 @@ def _fail(message: str, code: int) -> int:
 
 
 def _wait(app, condition, timeout_s: float) -> bool:
-    """Process events until ``condition()`` holds or the time runs out."""
-    from PySide6 import QtCore
+    """Run the event loop until ``condition()`` holds or the time runs out."""
+    from .workers import spin_until
 
-    timer = QtCore.QElapsedTimer()
-    timer.start()
-    while not condition():
-        if timer.elapsed() > timeout_s * 1000:
-            return False
-        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
-        QtCore.QThread.msleep(10)
-    return True
+    return spin_until(condition, int(timeout_s * 1000))
+
+
+def _next_phase(app, probe, name: str) -> None:
+    """Start measuring phase ``name``, after letting the work the last step deferred (a
+    render, a queued signal) land in the phase that caused it."""
+    if probe is not None:
+        _wait(app, lambda: False, PROBE_SETTLE_S)
+        probe.phase(name)
+
+
+def _started(window) -> bool:
+    """The window is up: 3D panel made, models warm, the selected case shown."""
+    return (
+        window.viewer3d.has_plotter
+        and not window.provider_label.text().endswith("loading…")
+        and window._view_tag is None
+    )
 
 
 def unexpected_error_hook(window, log_path: Path | None):
@@ -159,6 +177,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     from app.core.logfile import setup_logging
     from app.core.paths import legacy_user_data_dir
 
+    from .latency_probe import LatencyProbe
     from .main_window import MainWindow
     from .settings import (
         APPLICATION,
@@ -189,8 +208,12 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     window = MainWindow(settings, store)
     window.resize(width, height)
     window.show()
-    # the 3D panel loads pyvista (the slowest import) once the window is on the screen
-    QtCore.QTimer.singleShot(200, window.viewer3d.make_plotter)
+    probe = LatencyProbe(app) if args.probe_latency else None
+    if probe is not None:
+        probe.phase("start-up")
+        probe.finish_when_hidden(window)
+    # the 3D panel loads pyvista (the slowest import) on a thread; the window shows meanwhile
+    window.viewer3d.make_plotter_soon()
     code = 0
     previous_hook = sys.excepthook
     sys.excepthook = unexpected_error_hook(window, log_path)
@@ -207,6 +230,8 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
             if args.workspace is not None or args.quit:
                 return _fail(str(exc), EXIT_INPUT)
             window.message(str(exc))
+        if probe is not None:
+            _wait(app, lambda: _started(window), 120)
         smoke = (
             args.run
             or args.screenshot is not None
@@ -218,6 +243,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
         if args.case is not None:
             if args.case not in window.cases:
                 return _fail(f"{workspace}: no case named '{args.case}'", EXIT_INPUT)
+            _next_phase(app, probe, "show result")
             window.select_case(args.case)
         if smoke and window.current is not None:
             _wait(app, lambda: window._view_tag is None, 120)
@@ -237,6 +263,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
                 return _fail(f"{workspace}: no case to run", EXIT_INPUT)
             if window.crown_model is None:
                 return _fail("; ".join(window.model_errors) or "no crown model", 3)
+            _next_phase(app, probe, "run")
             outcome: list[str] = []
             window.run_finished.connect(lambda case, result: outcome.append(result))
             window.runs.run_current()
@@ -259,11 +286,15 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
                 return _fail(str(exc), EXIT_RUN)
             print(f"screenshot written to {args.screenshot}")
         if args.quit:
+            _next_phase(app, probe, "quit")
             return 0
+        _next_phase(app, probe, "session")
         code = app.exec()
     finally:
         sys.excepthook = previous_hook
         window.close()
         window.deleteLater()
         app.processEvents()
+        if probe is not None:
+            probe.finish()
     return code

@@ -42,6 +42,9 @@ from .viewer3d import Viewer3D
 from .workers import Tag, TaskRunner, failure_text
 
 CACHE_SIZE = 4
+STOP_WAIT_MS = 400
+"""How long a closing window waits, saying "stopping…", for cancelled work to return before it
+goes; a worker inside a long model step is then waited for with the window gone."""
 
 
 def key_text(action: QtGui.QAction) -> str:
@@ -740,6 +743,12 @@ class MainWindow(QtWidgets.QMainWindow):
         atomic_write(Path(path), write)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 (Qt name)
+        if not self._closed and self.runner.running():
+            self.message("stopping…")
+            self.progress.setFormat("stopping…")
+            self.cancel_button.setEnabled(False)
+            self.runner.stop(STOP_WAIT_MS)
+            self.hide()
         self.shutdown()
         super().closeEvent(event)
 
@@ -753,6 +762,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.runner.shutdown()
         self._cache.clear()
         self.shown = None
+        self.viewer2d.shutdown()
         self.viewer3d.shutdown()
         if self.store is not None:
             self.store.close()

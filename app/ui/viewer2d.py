@@ -1,13 +1,18 @@
 """The 2D panel: a strip of the case's model-scan images and a zoomable view with the mask.
 
 The overlay itself is computed by ``app.core.segment.overlay.overlay``; this widget only holds
-the controls (opacity, fill / contour, per-class visibility) and shows the picture.
+the controls (opacity, fill / contour, per-class visibility) and shows the picture. The
+composition runs on a pool thread (tens of ms for a scanner photo, more under load): a new
+image shows at once without its mask, the overlay follows; a change of the controls keeps the
+last picture until the new one is ready.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,51 @@ def make_thumb(rgb: np.ndarray, size: int = THUMB) -> np.ndarray:
     """A small copy for the strip (plain striding; it is only a thumbnail)."""
     step = max(1, int(np.ceil(max(rgb.shape[:2]) / size)))
     return np.ascontiguousarray(rgb[::step, ::step])
+
+
+@dataclass
+class Composition:
+    """One composition of an image with its mask, made on a pool thread."""
+
+    key: int
+    done: threading.Event = field(default_factory=threading.Event)
+    image: np.ndarray | None = None
+    qimage: QtGui.QImage | None = None
+    text: str = ""
+    error: Exception | None = None
+
+
+def _size_text(entry: ImageEntry) -> str:
+    return f"{entry.path.name}  {entry.rgb.shape[1]}×{entry.rgb.shape[0]}"
+
+
+def _roi_text(entry: ImageEntry) -> str:
+    return "  (ROI crop used: dashed box)" if entry.roi_box is not None else ""
+
+
+def compose(
+    entry: ImageEntry,
+    palette: Sequence[tuple[int, int, int]],
+    class_names: Sequence[str],
+    alpha: float,
+    mode: str,
+    visible: list[bool] | None,
+    thickness: int,
+) -> tuple[np.ndarray, str]:
+    """The image with its mask drawn over it, and the info line with each class's share."""
+    from app.core.segment.overlay import overlay
+
+    extra = {"thickness": thickness} if mode == "contour" else {}
+    img = overlay(
+        entry.rgb, entry.labels, palette, alpha=alpha, mode=mode, visible=visible, **extra
+    )
+    counts = np.bincount(entry.labels.ravel(), minlength=len(palette))
+    parts = [
+        f"{n}: {100.0 * c / entry.labels.size:.1f}%"
+        for n, c in zip(class_names, counts, strict=False)
+        if n != "background"
+    ]
+    return img, f"{_size_text(entry)}  " + "  ".join(parts) + _roi_text(entry)
 
 
 def to_qimage(rgb: np.ndarray) -> QtGui.QImage:
@@ -137,13 +187,20 @@ class Viewer2D(QtWidgets.QWidget):
     """Thumbnail strip, image view with overlay, and the overlay controls with a class legend."""
 
     classes_changed = QtCore.Signal()
+    _composed = QtCore.Signal(object)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.entries: list[ImageEntry] = []
         self.palette: list[tuple[int, int, int]] = []
         self.class_names: list[str] = []
-        self.composite: np.ndarray | None = None
+        self._composite: np.ndarray | None = None
+        self._drawn: ImageEntry | None = None
+        self._pending: Composition | None = None
+        self._keys = itertools.count()
+        self._pool = QtCore.QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._composed.connect(self._apply, QtCore.Qt.ConnectionType.QueuedConnection)
 
         self.strip = QtWidgets.QListWidget()
         self.strip.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
@@ -272,10 +329,24 @@ class Viewer2D(QtWidgets.QWidget):
         self.clear_view(message)
 
     def clear_view(self, message: str = "") -> None:
-        self.composite = None
+        self._pending = self._drawn = self._composite = None
         self.view.set_image(None)
         self.zoom_label.setText("")
         self.info.setText(message)
+
+    @property
+    def composite(self) -> np.ndarray | None:
+        """The picture shown (image with overlay); waits for a composition under way."""
+        job = self._pending
+        if job is not None:
+            job.done.wait()
+            self._apply(job)
+        return self._composite
+
+    def shutdown(self) -> None:
+        """Drop a composition under way and wait for its thread (at window close)."""
+        self._pending = None
+        self._pool.waitForDone()
 
     def current_entry(self) -> ImageEntry | None:
         row = self.strip.currentRow()
@@ -293,41 +364,52 @@ class Viewer2D(QtWidgets.QWidget):
         if entry is None:
             self.clear_view(self.info.text())
             return
-        if entry.labels is not None and self.palette:
-            from app.core.segment.overlay import overlay
+        if entry is not self._drawn:  # a new image shows at once; its overlay follows
+            self._drawn = entry
+            self.view.set_image(to_qimage(entry.rgb))
+            self.view.set_roi(entry.roi_box if entry.labels is not None else None)
+            self.info.setText(_size_text(entry) + _roi_text(entry) * (entry.labels is not None))
+        if entry.labels is None or not self.palette:
+            self._pending, self._composite = None, entry.rgb
+            self.info.setText(f"{_size_text(entry)}  (no mask yet)")
+            return
+        visible = self.visible_classes()
+        mode = self.mode.currentText()
+        if mode == "contour":
+            self._thickness = self._contour_thickness()
+        args = (
+            entry,
+            list(self.palette),
+            list(self.class_names),
+            self.opacity.value() / 100,
+            mode,
+            visible if len(visible) == len(self.palette) else None,
+            self._thickness,
+        )
+        job = self._pending = Composition(next(self._keys))
+        self._pool.start(lambda: self._compose(job, args))
 
-            visible = self.visible_classes()
-            if len(visible) != len(self.palette):
-                visible = None
-            mode = self.mode.currentText()
-            extra = {}
-            if mode == "contour":
-                self._thickness = self._contour_thickness()
-                extra["thickness"] = self._thickness
-            img = overlay(
-                entry.rgb,
-                entry.labels,
-                self.palette,
-                alpha=self.opacity.value() / 100,
-                mode=mode,
-                visible=visible,
-                **extra,
-            )
-            counts = np.bincount(entry.labels.ravel(), minlength=len(self.palette))
-            parts = [
-                f"{n}: {100.0 * c / entry.labels.size:.1f}%"
-                for n, c in zip(self.class_names, counts, strict=False)
-                if n != "background"
-            ]
-            text = f"{entry.path.name}  {entry.rgb.shape[1]}×{entry.rgb.shape[0]}  " + "  ".join(
-                parts
-            )
-            if entry.roi_box is not None:
-                text += "  (ROI crop used: dashed box)"
-        else:
-            img = entry.rgb
-            text = f"{entry.path.name}  {entry.rgb.shape[1]}×{entry.rgb.shape[0]}  (no mask yet)"
-        self.composite = img
-        self.view.set_image(to_qimage(img))
-        self.view.set_roi(entry.roi_box if entry.labels is not None else None)
-        self.info.setText(text)
+    def _compose(self, job: Composition, args: tuple) -> None:
+        """Runs on the pool: compose unless a newer request replaced this one meanwhile."""
+        try:
+            if job is self._pending:
+                job.image, job.text = compose(*args)
+                job.qimage = to_qimage(job.image)
+        except Exception as exc:  # raised again on the GUI thread, where it is reported
+            job.error = exc
+        finally:
+            job.done.set()
+            try:
+                self._composed.emit(job)
+            except RuntimeError:  # the panel is gone
+                pass
+
+    def _apply(self, job: Composition) -> None:
+        if job is not self._pending or job.image is None and job.error is None:
+            return
+        self._pending = None
+        if job.error is not None:
+            raise job.error
+        self._composite = job.image
+        self.view.set_image(job.qimage)
+        self.info.setText(job.text)

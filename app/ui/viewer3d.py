@@ -1,14 +1,16 @@
 """The 3D panel: one QtInteractor for the window's life, the scan and the crown as named actors.
 
 Meshes arrive as ready ``pyvista.PolyData`` built in a worker (:func:`mesh_to_polydata`);
-this widget only adds, replaces and removes actors on the GUI thread. pyvista and the
-interactor are made on first use (:meth:`Viewer3D.make_plotter`), not at import: they take
-longer to load than the rest of the window, which can show first.
+on the GUI thread this widget only swaps them into the actors it keeps (made once) and asks
+for one paint per change. pyvista and the interactor are made on first use
+(:meth:`Viewer3D.make_plotter`, or after a background import with ``make_plotter_soon``), not
+at import: they take longer to load than the rest of the window, which can show first.
 """
 
 from __future__ import annotations
 
 import html
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,23 +68,36 @@ def box_outline(corners: np.ndarray) -> pv.PolyData:
     return pv.PolyData(np.asarray(corners, dtype=float), lines=lines)
 
 
-def mesh_to_polydata(mesh) -> pv.PolyData:
-    import pyvista as pv
+def pose_matrix(centre: np.ndarray, direction: np.ndarray, scale: float) -> np.ndarray:
+    """4x4 map of a shape along +x at the origin onto ``direction`` at ``centre``, ``scale``
+    times larger (the arrow and the dot are made once and placed with it)."""
+    d = np.asarray(direction, dtype=float)
+    d = d / np.linalg.norm(d)
+    helper = np.eye(3)[int(np.argmin(np.abs(d)))]
+    side = np.cross(d, helper)
+    side /= np.linalg.norm(side)
+    m = np.eye(4)
+    m[:3, :3] = scale * np.column_stack([d, side, np.cross(d, side)])
+    m[:3, 3] = centre
+    return m
 
+
+def mesh_to_polydata(mesh) -> pv.PolyData:
     """A triangle mesh (``vertices`` (V,3), ``faces`` (F,3)) as PolyData with point normals.
 
-    Runs in workers: building the VTK object and its normals is the slow part of showing a mesh.
+    Runs in workers: building the VTK object and its normals is the slow part of showing a mesh
+    (the normals come from numpy, which lets the GUI thread run meanwhile).
     """
+    import pyvista as pv
+
+    from app.core.crown.meshio import vertex_normals
+
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     cells = np.hstack([np.full((len(faces), 1), 3, dtype=np.int64), faces]).ravel()
-    poly = pv.PolyData(np.asarray(mesh.vertices, dtype=np.float64), cells)
+    poly = pv.PolyData(vertices, cells)
     if poly.n_cells:
-        poly = poly.compute_normals(
-            cell_normals=False,
-            split_vertices=False,
-            auto_orient_normals=False,
-            consistent_normals=False,
-        )
+        poly.point_data.active_normals = vertex_normals(vertices, faces).astype(np.float32)
     return poly
 
 
@@ -93,13 +108,16 @@ class Viewer3D(QtWidgets.QWidget):
     centre_picked = QtCore.Signal(object)
     meshes_changed = QtCore.Signal()
     closing = QtCore.Signal()
+    _vtk_imported = QtCore.Signal()
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self._plotter: QtInteractor | None = None
+        self._importing = False
         self._slot = QtWidgets.QWidget()
         self._slot.setStyleSheet(f"background: rgb{tuple(int(c * 255) for c in BACKGROUND[0])}")
         self._meshes: dict[str, pv.PolyData] = {}
+        self._parked: set[str] = set()
         self._smooth = True
         self._render_pending = False
         self._tuned = False
@@ -108,6 +126,7 @@ class Viewer3D(QtWidgets.QWidget):
         self._view_axes: np.ndarray | None = None
         self.frame_directions: tuple[np.ndarray, np.ndarray] | None = None
         self.crown_colors: np.ndarray | None = None
+        self._crown_painted = False
 
         self.scan_check = QtWidgets.QCheckBox("Scan")
         self.scan_check.setChecked(True)
@@ -197,6 +216,29 @@ class Viewer3D(QtWidgets.QWidget):
         """The interactor, made on first use."""
         return self._plotter if self._plotter is not None else self.make_plotter()
 
+    @property
+    def has_plotter(self) -> bool:
+        """Whether the interactor is made yet (it comes after the window shows)."""
+        return self._plotter is not None
+
+    def make_plotter_soon(self) -> None:
+        """Load pyvista and VTK on a thread (seconds of library loading the window need not
+        wait for), then make the interactor here, on the GUI thread."""
+        if self._plotter is not None or self._importing:
+            return
+        self._importing = True
+        self._vtk_imported.connect(self.make_plotter, QtCore.Qt.ConnectionType.QueuedConnection)
+        threading.Thread(target=self._import_vtk, name="import-pyvista", daemon=True).start()
+
+    def _import_vtk(self) -> None:
+        try:
+            import pyvistaqt  # noqa: F401
+        finally:
+            try:
+                self._vtk_imported.emit()
+            except RuntimeError:  # the window was closed meanwhile
+                pass
+
     def make_plotter(self) -> QtInteractor:
         """Load pyvista and put the interactor where the placeholder was (once)."""
         if self._plotter is None:
@@ -219,13 +261,37 @@ class Viewer3D(QtWidgets.QWidget):
     # --- content ---------------------------------------------------------------------------
 
     def actor(self, name: str):
-        return self.plotter.actors.get(name)
+        """The actor showing ``name`` now; None when nothing is shown under that name."""
+        return None if name in self._parked else self.plotter.actors.get(name)
+
+    def _park(self, *names: str) -> None:
+        """Hide actors instead of removing them: the next case swaps its data into them."""
+        for name in names:
+            actor = self.plotter.actors.get(name)
+            if actor is not None:
+                actor.SetVisibility(False)
+                self._parked.add(name)
+
+    def _swap_in(self, name: str, poly: pv.PolyData | None, **style):
+        """Actor ``name`` showing ``poly`` (None: keep its data): swapped into the actor kept
+        from an earlier case (microseconds), or added with ``style`` the first time (pyvista
+        spends tens of ms setting up an actor, on the GUI thread)."""
+        actor = self.plotter.actors.get(name)
+        if actor is None:
+            actor = self.plotter.add_mesh(
+                poly, name=name, reset_camera=False, render=False, **style
+            )
+        elif poly is not None:
+            actor.GetMapper().SetInputData(poly)
+        self._parked.discard(name)
+        return actor
 
     def set_mesh(self, name: str, poly: pv.PolyData | None, *, reset: bool = False) -> None:
-        """Show ``poly`` as actor ``name`` (replacing the old one), or remove it when None."""
+        """Show ``poly`` as actor ``name`` (swapped into the actor kept from before), or hide
+        that actor when None."""
         if poly is None or poly.n_points == 0:
             self._meshes.pop(name, None)
-            self.plotter.remove_actor(name, render=False)
+            self._park(name)
         else:
             self._meshes[name] = poly
             color, check, slider = (
@@ -236,22 +302,24 @@ class Viewer3D(QtWidgets.QWidget):
             colors = self.crown_colors if name == "crown" else None
             if colors is not None and len(colors) != poly.n_points:
                 colors = self.crown_colors = None
-            actor = self.plotter.add_mesh(
+            if name == "crown" and (colors is not None or self._crown_painted):
+                # per-vertex colours are set up with the actor: painting builds a new one
+                self.plotter.remove_actor("crown", render=False)
+                self._crown_painted = colors is not None
+            actor = self._swap_in(
+                name,
                 poly,
-                name=name,
                 color=color,
-                opacity=slider.value() / 100,
                 smooth_shading=False,
                 specular=0.35 if name == "crown" else 0.1,
                 specular_power=20,
                 diffuse=0.85,
                 ambient=0.15,
-                reset_camera=False,
-                render=False,
                 show_scalar_bar=False,
                 scalars=colors,
                 rgb=colors is not None,
             )
+            actor.GetProperty().SetOpacity(slider.value() / 100)
             actor.SetVisibility(check.isChecked())
             self._apply_shading(actor)
         if reset:
@@ -297,7 +365,8 @@ class Viewer3D(QtWidgets.QWidget):
             self._meshes.pop(name, None)
         if self._plotter is None:
             return
-        self.plotter.remove_actor(["scan", "crown", *FRAME_ACTORS, "message"], render=False)
+        self._park("scan", "crown", *FRAME_ACTORS)
+        self.plotter.remove_actor("message", render=False)
         self.render()
         self.meshes_changed.emit()
 
@@ -306,7 +375,12 @@ class Viewer3D(QtWidgets.QWidget):
         self.plotter.remove_actor("message", render=False)
         if text:
             self.plotter.add_text(
-                text, position="upper_left", font_size=11, color=(0.95, 0.55, 0.5), name="message"
+                text,
+                position="upper_left",
+                font_size=11,
+                color=(0.95, 0.55, 0.5),
+                name="message",
+                render=False,
             )
         self.render()
 
@@ -324,7 +398,7 @@ class Viewer3D(QtWidgets.QWidget):
         centre, ``mesial`` as a line through it; ``marked`` adds a dot on the centre (a case
         frame set for this case, not the model's default). None removes the outline.
         """
-        self.plotter.remove_actor(list(FRAME_ACTORS), render=False)
+        self._park(*FRAME_ACTORS)
         self.frame_directions = (
             None
             if occlusal is None or mesial is None
@@ -336,46 +410,49 @@ class Viewer3D(QtWidgets.QWidget):
             box = np.asarray(corners, dtype=float).reshape(8, 3)
             centre = box.mean(axis=0)
             size = float(np.linalg.norm(box[4] - box[0]))
-            self._add_overlay("frame", box_outline(box), FRAME_COLOR, line_width=1.5)
+            self._overlay("frame", box_outline(box), FRAME_COLOR, line_width=1.5)
             if occlusal is not None:
-                arrow = pv.Arrow(
-                    start=centre,
-                    direction=occlusal,
-                    scale=0.75 * size,
-                    tip_length=0.18,
-                    tip_radius=0.05,
-                    shaft_radius=0.015,
+                arrow = self._overlay(
+                    "occlusal",
+                    None
+                    if "occlusal" in self.plotter.actors
+                    else pv.Arrow(tip_length=0.18, tip_radius=0.05, shaft_radius=0.015),
+                    OCCLUSAL_COLOR,
                 )
-                self._add_overlay("occlusal", arrow, OCCLUSAL_COLOR)
+                arrow.SetUserMatrix(
+                    pv.vtkmatrix_from_array(pose_matrix(centre, occlusal, 0.75 * size))
+                )
             if mesial is not None:
                 half = 0.5 * size * np.asarray(mesial, dtype=float)
-                self._add_overlay(
-                    "mesial", pv.Line(centre - half, centre + half), MESIAL_COLOR, line_width=3.5
-                )
+                line = pv.PolyData(np.array([centre - half, centre + half]), lines=[2, 0, 1])
+                self._overlay("mesial", line, MESIAL_COLOR, line_width=3.5)
             if marked:
-                dot = pv.Sphere(radius=max(0.3, size / 60), center=centre)
-                self._add_overlay("centre", dot, CENTRE_COLOR)
+                dot = self._overlay(
+                    "centre",
+                    None if "centre" in self.plotter.actors else pv.Sphere(radius=1.0),
+                    CENTRE_COLOR,
+                )
+                radius = max(0.3, size / 60)
+                dot.SetUserMatrix(pv.vtkmatrix_from_array(pose_matrix(centre, (1, 0, 0), radius)))
         self.render()
 
-    def _add_overlay(self, name: str, poly: pv.PolyData, color, line_width: float = 1.0) -> None:
-        """Add a frame overlay actor, shown or hidden with the "Crop box" toggle."""
-        actor = self.plotter.add_mesh(
-            poly,
-            name=name,
-            color=color,
-            line_width=line_width,
-            reset_camera=False,
-            render=False,
-            pickable=False,
-        )
+    def _overlay(self, name: str, poly: pv.PolyData | None, color, line_width: float = 1.0):
+        """A frame overlay actor, shown or hidden with the "Crop box" toggle."""
+        actor = self._swap_in(name, poly, color=color, line_width=line_width, pickable=False)
         actor.SetVisibility(self.frame_check.isChecked())
+        return actor
 
     def frame_points(self, name: str = "frame") -> np.ndarray | None:
         """The points of a drawn frame overlay (mm), as the renderer has them; None if not shown."""
         a = self.actor(name)
         if a is None:
             return None
-        return np.array(a.GetMapper().GetInput().GetPoints().GetData())
+        points = np.array(a.GetMapper().GetInput().GetPoints().GetData())
+        placed = a.GetUserMatrix()
+        if placed is None:
+            return points
+        m = np.array([[placed.GetElement(i, j) for j in range(4)] for i in range(4)])
+        return points @ m[:3, :3].T + m[:3, 3]
 
     def _set_picking(self, on: bool) -> None:
         if on:
@@ -463,7 +540,7 @@ class Viewer3D(QtWidgets.QWidget):
 
     def reset_camera(self) -> None:
         if self._meshes:
-            self.plotter.reset_camera(render=False)
+            self.plotter.renderer.reset_camera(render=False)  # the plotter's own always renders
             self.plotter.camera.zoom(1.15)
         self.render()
 
@@ -482,10 +559,13 @@ class Viewer3D(QtWidgets.QWidget):
             QtCore.QTimer.singleShot(0, self._render_now)
 
     def _render_now(self) -> None:
+        """Render once, in the widget's next paint: ``plotter.render()`` would render now and
+        its finished frame would schedule that paint, which renders again."""
         self._render_pending = False
         if not getattr(self.plotter, "_closed", True):
             self._tune_for_renderer()
-            self.plotter.render()
+            self.plotter.renderers.on_plotter_render()
+            self.plotter.update()
 
     def _tune_for_renderer(self) -> None:
         """Drop multisampling on a software OpenGL (Mesa llvmpipe: 4x MSAA makes every frame

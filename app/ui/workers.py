@@ -20,6 +20,9 @@ from app.core.errors import Cancelled, CrownscanError
 from app.core.report import CancelToken, ProgressFn
 
 TaskFn = Callable[[CancelToken, ProgressFn], Any]
+PROGRESS_EVERY_MS = 250
+"""Progress reaches the window at most this often per task (the latest report wins): each
+repaint of a status-bar widget costs tens of ms in a window holding an OpenGL view."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,29 @@ def failure_text(exc: object) -> str:
     if isinstance(exc, CrownscanError):
         return str(exc)
     return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def spin_until(
+    condition: Callable[[], bool],
+    timeout_ms: int,
+    flags: QtCore.QEventLoop.ProcessEventsFlag = QtCore.QEventLoop.ProcessEventsFlag.AllEvents,
+) -> bool:
+    """Run a local event loop until ``condition()`` holds (checked every 10 ms) or
+    ``timeout_ms`` passes; returns ``condition()``."""
+    if condition():
+        return True
+    clock = QtCore.QElapsedTimer()
+    clock.start()
+    loop = QtCore.QEventLoop()
+    poll = QtCore.QTimer()
+    poll.setInterval(10)
+    poll.timeout.connect(
+        lambda: loop.quit() if condition() or clock.hasExpired(timeout_ms) else None
+    )
+    poll.start()
+    loop.exec(flags)
+    poll.stop()
+    return condition()
 
 
 class _Relay(QtCore.QObject):
@@ -99,6 +125,12 @@ class TaskRunner(QtCore.QObject):
         self._relay.failed.connect(self._on_failed)
         self._relay.cancelled.connect(self._on_cancelled)
         self.dropped = 0
+        self._progress_due: dict[Tag, tuple[str, float]] = {}
+        self._progress_held = False
+        self._progress_timer = QtCore.QTimer(self)
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.setInterval(PROGRESS_EVERY_MS)
+        self._progress_timer.timeout.connect(self._flush_progress)
 
     def submit(self, tag: Tag, fn: TaskFn) -> CancelToken:
         """Start ``fn(cancel_token, progress)`` on the pool; replaces a task with the same tag."""
@@ -128,6 +160,20 @@ class TaskRunner(QtCore.QObject):
             self.cancel(t)
         return tags
 
+    def running(self) -> int:
+        """How many tasks are executing now, cancelled ones included until they return."""
+        return self._pool.activeThreadCount()
+
+    def stop(self, timeout_ms: int) -> bool:
+        """Cancel everything and keep the event loop turning (paints, timers; no user input)
+        until the workers return or ``timeout_ms`` passes; True when none is left running."""
+        self.cancel_where(lambda t: True)
+        return spin_until(
+            lambda: not self.running(),
+            timeout_ms,
+            QtCore.QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents,
+        )
+
     def shutdown(self, timeout_ms: int = 30000) -> bool:
         """Cancel everything and wait for the pool's threads to finish (at window close)."""
         self.cancel_where(lambda t: True)
@@ -143,7 +189,18 @@ class TaskRunner(QtCore.QObject):
 
     def _on_progress(self, tag: Tag, stage: str, fraction: float) -> None:
         if tag in self._active:
-            self.progress.emit(tag, stage, fraction)
+            self._progress_due[tag] = (stage, fraction)
+            if not self._progress_held:
+                self._flush_progress()
+
+    def _flush_progress(self) -> None:
+        due, self._progress_due = self._progress_due, {}
+        for tag, (stage, fraction) in due.items():
+            if tag in self._active:
+                self.progress.emit(tag, stage, fraction)
+        self._progress_held = bool(due)
+        if due:
+            self._progress_timer.start()
 
     def _on_done(self, tag: Tag, result: object) -> None:
         if self._wanted(tag):
