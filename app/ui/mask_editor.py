@@ -53,13 +53,14 @@ class MaskEditor(QtCore.QObject):
         self.eraser_action = self._tool(bar, "Eraser", "Paint background over the mask")
         self.class_combo = QtWidgets.QComboBox()
         self.class_combo.setToolTip("Class the brush paints")
-        self.class_combo.setMaximumWidth(100)
+        self.class_combo.setMaximumWidth(76)
         bar.addWidget(self.class_combo)
         self.radius_spin = QtWidgets.QSpinBox()
         self.radius_spin.setRange(1, 200)
         self.radius_spin.setValue(DEFAULT_RADIUS)
         self.radius_spin.setSuffix(" px")
         self.radius_spin.setToolTip("Brush radius in image pixels")
+        self.radius_spin.setMaximumWidth(60)
         bar.addWidget(self.radius_spin)
         icon = viewer.style().standardIcon
         pixmaps = QtWidgets.QStyle.StandardPixmap
