@@ -31,7 +31,7 @@ from app.core.crown.frame import make_frame
 from app.core.crown.int8_decoder import dense_layers_as_matmul
 from app.core.crown.meshio import load_mesh
 from app.core.crown.surface import evaluate_coarse_to_fine, evaluate_dense, grid_points
-from app.core.crown.voxelize import voxelize
+from app.core.crown.voxelize import grid_axis, voxelize
 from app.core.manifest import CrownModel, load_manifest
 from app.core.runtime import RuntimeConfig, SessionPool
 
@@ -114,6 +114,7 @@ def test_coarse_to_fine_equals_dense_with_the_demo_model(scan_path: Path) -> Non
     margin = decision_margin(gen.threshold, gen.refine_margin, ev.model.output_kind)
     dense = _demo_dense(scan_path) > level
     assert dense.any() and not dense.all()
+    assert np.array_equal(grid_axis(DEMO_RES)[::2], grid_axis(RES))
     for res, grid in ((DEMO_RES, dense), (RES, dense[::2, ::2, ::2])):
         fast, stats = evaluate_coarse_to_fine(ev.evaluate, res, gen.coarse_resolution, level,
                                               margin=margin)  # fmt: skip
