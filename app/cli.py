@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=256, help="crown generation resolution")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = automatic)")
+    p.add_argument(
+        "--session-options",
+        action="store_true",
+        help="segment: also time ONNX Runtime session options (threads, optimisation level)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
@@ -443,7 +448,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise CrownscanError(
                 None, f"the segmentation bench is not part of this build ({exc})"
             ) from exc
-        figures = segment.segment_bench(threads=args.threads)
+        figures = segment.segment_bench(
+            threads=args.threads, with_session_options=args.session_options
+        )
         table = getattr(segment, "table", lambda f: json.dumps(f, indent=2))
     if args.json:
         print(json.dumps({args.pipeline: figures}, indent=2))

@@ -208,6 +208,19 @@ def test_cli_segment_speed_options(capsys, tmp_path, colour) -> None:
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_cli_bench_segment_times_session_options_only_when_asked(monkeypatch, capsys) -> None:
+    from app.core.segment import bench
+
+    asked = []
+    monkeypatch.setattr(
+        bench, "segment_bench", lambda **kw: asked.append(kw["with_session_options"]) or {}
+    )
+    assert main(["bench", "segment", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"segment": {}}
+    assert main(["bench", "segment", "--json", "--session-options"]) == 0
+    assert asked == [False, True]
+
+
 def test_cli_long_side_on_a_fixed_input_model_exits_3(capsys, tmp_path) -> None:
     build_colour_model(tmp_path / "fixed.onnx", input_size=(64, 64))
     manifest = write_manifest(tmp_path, "fixed.onnx", input_size=(64, 64))

@@ -24,7 +24,7 @@ from app.core.errors import CrownscanError
 from app.core.fileio import file_sha256
 from app.core.paths import cache_folder
 
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 PARITY_TOL = 1e-4
 _CHECK_POINTS = 512
 _memo: dict[str | tuple, DecoderPlan | float | None] = {}  # by content hash

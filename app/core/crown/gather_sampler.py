@@ -210,6 +210,19 @@ def _elem_type(graph: onnx.GraphProto, name: str) -> int:
     return TensorProto.FLOAT
 
 
+def _live_nodes(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` without those no graph output depends on, in order. A rewritten
+    ``GatherElements`` leaves its channel-expanded index unread; ONNX Runtime would still
+    compute it (a fifth of a plain-op sampler's batch) and the memory estimate count it."""
+    needed = set(outputs)
+    live = []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.output):
+            live.append(node)
+            needed.update(node.input)
+    return live[::-1]
+
+
 def rewrite_samplers(split: SplitGraph) -> RewriteResult:
     """Rewrite the decoder's samplers in place (see module docstring): ``GridSample`` on a
     feature volume becomes a channels-last trilinear gather; ``Gather`` or channel-expanded
@@ -266,7 +279,7 @@ def rewrite_samplers(split: SplitGraph) -> RewriteResult:
         return RewriteResult(0, skipped)
 
     del dec.node[:]
-    dec.node.extend(new_nodes)
+    dec.node.extend(_live_nodes(new_nodes, {o.name for o in dec.output}))
     enc.node.extend(lay.nodes)
     enc.initializer.extend(lay.inits)
     points = [i for i in dec.input if i.name == split.points]

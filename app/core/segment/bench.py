@@ -12,7 +12,9 @@ options: the ROI crop, the int8 copy, a reduced inference scale. Paths are run i
 image (round robin), so a load change on a shared machine hits them alike; figures are medians
 per image, and ratios are only meaningful within one run. The fast path is the fastest path
 whose agreement is at least :data:`AGREEMENT_FLOOR`. The int8 copies are built into the user
-cache on the first run (not timed as a stage; ``int8_build_s`` says how long it took).
+cache on the first run (not timed as a stage; ``int8_build_s`` says how long it took). The
+ONNX Runtime session-options table is made only when asked for (``--session-options``): its
+five sessions, one with basic optimisations only, were about a fifth of a run.
 """
 
 from __future__ import annotations
@@ -215,11 +217,12 @@ def segment_bench(
     repeats: int = 1,
     images: list[Path] | None = None,
     timing_images: int = 3,
-    with_session_options: bool = True,
+    with_session_options: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Time every path of :data:`PATHS` on the benchmark model, measure each one's agreement on
-    the demo model, and pick the fast path; returns the figures as one JSON-able dict.
+    the demo model, and pick the fast path; returns the figures as one JSON-able dict (with
+    :func:`session_options` for the fast path's model when ``with_session_options``).
 
     Agreement uses every image; timing the first ``timing_images`` of them (one per sample case
     by default), ``repeats`` rounds each, after one warm-up run per ONNX Runtime session.
