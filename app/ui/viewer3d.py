@@ -222,8 +222,12 @@ class Viewer3D(QtWidgets.QWidget):
         return self._plotter is not None
 
     def make_plotter_soon(self) -> None:
-        """Load pyvista and VTK on a thread (seconds of library loading the window need not
-        wait for), then make the interactor here, on the GUI thread."""
+        """Load pyvista and VTK's rendering on a thread (seconds of library loading the window
+        need not wait for), then make the interactor here, on the GUI thread.
+
+        Only modules that load no Qt go to the thread: pyvistaqt pulls in qtpy, which binds
+        PySide6's modules wholesale, and that stays on the GUI thread (once, ~0.4 s) rather
+        than race the window's own use of Qt."""
         if self._plotter is not None or self._importing:
             return
         self._importing = True
@@ -232,7 +236,8 @@ class Viewer3D(QtWidgets.QWidget):
 
     def _import_vtk(self) -> None:
         try:
-            import pyvistaqt  # noqa: F401
+            import pyvista.plotting  # noqa: F401
+            import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
         finally:
             try:
                 self._vtk_imported.emit()
