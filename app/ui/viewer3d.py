@@ -113,7 +113,7 @@ class Viewer3D(QtWidgets.QWidget):
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self._plotter: QtInteractor | None = None
-        self._importing = False
+        self._importing: threading.Thread | None = None
         self._slot = QtWidgets.QWidget()
         self._slot.setStyleSheet(f"background: rgb{tuple(int(c * 255) for c in BACKGROUND[0])}")
         self._meshes: dict[str, pv.PolyData] = {}
@@ -228,11 +228,13 @@ class Viewer3D(QtWidgets.QWidget):
         Only modules that load no Qt go to the thread: pyvistaqt pulls in qtpy, which binds
         PySide6's modules wholesale, and that stays on the GUI thread (once, ~0.4 s) rather
         than race the window's own use of Qt."""
-        if self._plotter is not None or self._importing:
+        if self._plotter is not None or self._importing is not None:
             return
-        self._importing = True
         self._vtk_imported.connect(self.make_plotter, QtCore.Qt.ConnectionType.QueuedConnection)
-        threading.Thread(target=self._import_vtk, name="import-pyvista", daemon=True).start()
+        self._importing = threading.Thread(
+            target=self._import_vtk, name="import-pyvista", daemon=True
+        )
+        self._importing.start()
 
     def _import_vtk(self) -> None:
         try:
@@ -247,6 +249,10 @@ class Viewer3D(QtWidgets.QWidget):
     def make_plotter(self) -> QtInteractor:
         """Load pyvista and put the interactor where the placeholder was (once)."""
         if self._plotter is None:
+            if self._importing is not None:
+                # a case shown before the thread is done: pyvista's lazy attributes would be
+                # read half-imported (seen in the frozen bundle), so wait for it
+                self._importing.join()
             from pyvistaqt import QtInteractor
 
             self._plotter = QtInteractor(self, auto_update=False)
