@@ -16,7 +16,8 @@ The probe prints one JSON line per phase (``max_ms``, ``p99_ms``: how late a 10 
 fired); the table shows the worst of each over the sessions. ``--tree DIR`` (repeatable)
 measures another checkout of the app instead of this one, e.g. the code before a change, in
 the same session; the load average of the machine is printed with the figures, since other
-processes make every stall longer.
+processes make every stall longer. ``--stacks MS`` prints, for every stall of at least MS, where
+the GUI thread was and which threads held the interpreter (``CROWNSCAN_PROBE_STACKS`` in the app).
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/gui_latency.py [--sessions 2]
 """
@@ -177,6 +178,9 @@ def _phases(child_args: list[str], env: dict, timeout_s: float) -> dict[str, tup
     )
     if proc.returncode != 0:
         raise RuntimeError(f"session failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    for line in proc.stderr.splitlines():
+        if line.startswith("stall "):
+            print(f"    {line}")
     worst: dict[str, tuple[float, float]] = {}
     for line in proc.stdout.splitlines():
         if line.startswith("{"):
@@ -186,7 +190,9 @@ def _phases(child_args: list[str], env: dict, timeout_s: float) -> dict[str, tup
     return worst
 
 
-def measure(tree: Path, timeout_s: float) -> tuple[dict[str, tuple[float, float]], str]:
+def measure(
+    tree: Path, timeout_s: float, stacks_ms: float | None = None
+) -> tuple[dict[str, tuple[float, float]], str]:
     """One session of the app in ``tree`` then a bare window for IDLE_S: worst (max_ms,
     p99_ms) per phase, and the load average before and after."""
     work = Path(tempfile.mkdtemp(prefix="gui-latency-"))
@@ -198,6 +204,8 @@ def measure(tree: Path, timeout_s: float) -> tuple[dict[str, tuple[float, float]
             "XDG_DATA_HOME": str(work / "data"),
             "QT_QPA_PLATFORM": "xcb",
         }
+        if stacks_ms is not None:
+            env["CROWNSCAN_PROBE_STACKS"] = str(stacks_ms)
         app_args = ["--workspace", str(_workspace(work)), "--case", "case_002", "--run"]
         app_args += ["--probe-latency", "--settings", str(work / "settings.ini")]
         load_before = os.getloadavg()[0]
@@ -225,6 +233,12 @@ def main() -> int:
         "--tree", type=Path, action="append", help="checkout of the app to measure (repeatable)"
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per session")
+    parser.add_argument(
+        "--stacks",
+        type=float,
+        metavar="MS",
+        help="print the GUI thread's stack during every stall of at least MS",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--idle", type=float, help=argparse.SUPPRESS)
     parser.add_argument("app_args", nargs="*", help=argparse.SUPPRESS)
@@ -245,7 +259,7 @@ def main() -> int:
     figures: dict[str, list[dict[str, tuple[float, float]]]] = {}
     for label, tree in zip(labels, trees, strict=True):
         for s in range(args.sessions):
-            worst, load = measure(tree.resolve(), args.timeout)
+            worst, load = measure(tree.resolve(), args.timeout, args.stacks)
             figures.setdefault(label, []).append(worst)
             print(f"  {label} session {s + 1}: load average {load}", flush=True)
     header = f"{'phase':<22}" + "".join(f" {lb + ' max ms':>16} {'p99 ms':>8}" for lb in labels)

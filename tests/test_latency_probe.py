@@ -55,6 +55,27 @@ def test_a_stall_on_the_gui_thread_shows_in_its_own_phase(qapp, qtbot):
     assert [round(r.max_ms, 1) for r in probe.results] == [r["max_ms"] for r in rows]
 
 
+def _slow_slot() -> None:
+    time.sleep(STALL_S)
+
+
+def test_the_stack_sampler_names_the_code_that_stalled(qapp, qtbot, monkeypatch, capsys):
+    monkeypatch.setenv("CROWNSCAN_PROBE_STACKS", "50")
+    probe = LatencyProbe(stream=io.StringIO())
+    probe.phase("quiet")
+    qtbot.wait(200)
+    probe.phase("stalled")
+    QtCore.QTimer.singleShot(30, _slow_slot)
+    qtbot.wait(150 + int(1000 * STALL_S))
+    probe.finish()
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("stall ")]
+    assert lines, "no stall reported"
+    assert all(ln.startswith("stall stalled: ") for ln in lines)
+    worst = max(lines, key=lambda ln: float(ln.split(">= ")[1].split(" ms")[0]))
+    assert "_slow_slot" in worst
+    assert float(worst.split(">= ")[1].split(" ms")[0]) >= 1000 * STALL_S - 100
+
+
 def test_smoke_command_prints_one_line_per_phase(tmp_path, fake_models):
     ws = make_workspace(tmp_path, broken=False, n=1)
     proc = subprocess.run(
