@@ -46,6 +46,23 @@ def test_lint_catches_grid_sample_exported_with_the_wrong_align_corners(tmp_path
     assert "align_corners=0" in warnings[0]
 
 
+def test_lint_findings_are_kept_on_disk_per_file_contents(tmp_path, monkeypatch) -> None:
+    """A later process reads the findings back without reading the graph (importing onnx
+    stalls a run for over a second); a changed model file is read again."""
+    from app.core import model_lint
+
+    spec = _crown(tmp_path, "m", identity_crown_model("native", align_corners=False))
+    first = lint_model(spec)
+    assert len(first) == 1 and "align_corners=0" in first[0]
+    model_lint._cache.clear()
+    monkeypatch.setattr(model_lint, "_crown", lambda spec: pytest.fail("graph read again"))
+    assert lint_model(spec) == first
+    monkeypatch.undo()
+    model_lint._cache.clear()
+    save(identity_crown_model("native", align_corners=True), tmp_path / "m.onnx")
+    assert lint_model(spec) == []
+
+
 def test_lint_catches_padding_mode_and_mode(tmp_path) -> None:
     model = _named_grid_sample(identity_crown_model("native"))
     for node in model.graph.node:

@@ -6,18 +6,27 @@ manifest: input names, ranks and static sizes, the output and its kind, every ``
 ``align_corners``, ``padding_mode`` and ``mode`` against the manifest's ``sampling``, and
 ``Resize`` nodes whose output size was frozen at export in a model fed images of any size.
 Each finding is one warning naming the file and the node.
+
+The findings are kept on disk per model (its files' hashes), since reading a graph means
+importing ``onnx``: over a second, holding the interpreter, in the middle of a run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
+from app.core.errors import CrownscanError
+from app.core.fileio import atomic_write_bytes, file_sha256
 from app.core.manifest import CrownModel, ModelSpec, SegmentationModel
+from app.core.paths import cache_folder
 
 _FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
 _MODES = {"linear": "bilinear", "bilinear": "bilinear", "cubic": "bicubic", "bicubic": "bicubic",
           "nearest": "nearest"}  # fmt: skip
 _cache: dict[tuple, list[str]] = {}
+LINT_VERSION = 1  # bump when a check changes: the findings kept on disk are then made anew
 
 
 def _load(path: Path):
@@ -160,9 +169,32 @@ def _segmentation(spec: SegmentationModel) -> list[str]:
 def lint_model(spec: ModelSpec) -> list[str]:
     """Warnings where the ONNX graph does not match ``spec``; empty when it does.
 
-    Results are cached per spec and file modification times.
+    Results are kept per spec and file modification times in the process, and per spec and
+    file contents in the user cache folder.
     """
     key = (repr(spec), tuple(f.stat().st_mtime_ns for f in spec.onnx_files if f.is_file()))
     if key not in _cache:
-        _cache[key] = _crown(spec) if isinstance(spec, CrownModel) else _segmentation(spec)
+        _cache[key] = _stored_lint(spec)
     return list(_cache[key])
+
+
+def _stored_lint(spec: ModelSpec) -> list[str]:
+    """The findings kept on disk for this spec and these files, made (and kept) if missing."""
+    digest = hashlib.sha256(f"{LINT_VERSION}\n{spec!r}".encode())
+    for f in spec.onnx_files:
+        digest.update((file_sha256(f) if f.is_file() else "missing").encode())
+    path: Path | None = None
+    try:
+        path = cache_folder("model-lint") / f"{digest.hexdigest()[:32]}.json"
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(stored, list) and all(isinstance(w, str) for w in stored):
+            return stored
+    except (OSError, ValueError):
+        pass
+    warnings = _crown(spec) if isinstance(spec, CrownModel) else _segmentation(spec)
+    if path is not None:
+        try:
+            atomic_write_bytes(path, json.dumps(warnings).encode("utf-8"))
+        except CrownscanError:  # a read-only cache folder: made again next time
+            pass
+    return warnings

@@ -18,7 +18,6 @@ import numpy as np
 
 from app.core.crown.decoder_memory import batch_for_budget
 from app.core.crown.decoder_plan import DecoderPlan, decoder_cost, plan_decoder
-from app.core.crown.int8_decoder import int8_copy
 from app.core.errors import ModelError, PipelineError
 from app.core.manifest import CrownModel
 from app.core.report import CancelToken
@@ -85,6 +84,8 @@ def _require_outputs(session: ModelSession, names: list[str], what: str) -> None
 def _int8_plan(plan: DecoderPlan, decoder: Path) -> DecoderPlan:
     """``plan`` with its decoder (or its one graph) replaced by the int8 copy, or with the
     reason there is none."""
+    from app.core.crown.int8_decoder import int8_copy  # imports onnx: only where int8 is asked
+
     made = int8_copy(decoder)
     if isinstance(made, str):
         reason = "; ".join(r for r in (plan.reason, f"int8 not used: {made}") if r)

@@ -14,8 +14,10 @@ sized for :data:`RSS_PER_TENSOR_BYTE` times the estimate, the largest ratio meas
 
 from __future__ import annotations
 
-import onnx
-from onnx import helper
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # onnx takes over a second to import (ml_dtypes), holding the interpreter:
+    import onnx  # a run that only sizes its batch (batch_for_budget) must not pay for it
 
 MIN_BATCH = 256
 RSS_PER_TENSOR_BYTE = 4.0
@@ -24,7 +26,7 @@ _PROBE = (1024, 2048)
 
 
 def _with_points(model: onnx.ModelProto, points: str, count: int) -> onnx.ModelProto:
-    m = onnx.ModelProto.FromString(model.SerializeToString())
+    m = type(model).FromString(model.SerializeToString())
     for item in m.graph.input:
         if item.name == points:
             for dim in item.type.tensor_type.shape.dim:
@@ -35,6 +37,8 @@ def _with_points(model: onnx.ModelProto, points: str, count: int) -> onnx.ModelP
 
 
 def _static_sizes(infos, sizes: dict[str, int | None]) -> None:
+    from onnx import helper
+
     for info in infos:
         t = info.type.tensor_type
         if not t.HasField("shape") or not all(d.HasField("dim_value") for d in t.shape.dim):
@@ -50,6 +54,8 @@ def _sizes(model: onnx.ModelProto, points: str, count: int) -> dict[str, int | N
     """Bytes of every tensor with ``count`` points: ONNX shape inference, then ONNX Runtime's
     symbolic inference (which needs ``sympy``) for what that leaves unknown (shapes computed
     from ``Shape`` chains, as exporters write for ``Expand``)."""
+    import onnx
+
     m = _with_points(model, points, count)
     sizes: dict[str, int | None] = {}
     try:
