@@ -5,6 +5,7 @@ threads are asserted, not times: the stalls are measured by benchmarks/gui_laten
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 
 import pytest
@@ -144,5 +145,36 @@ def test_progress_reaches_the_window_throttled_with_the_latest_report(qapp, qtbo
     wait_for(qtbot, lambda: bool(seen) and seen[-1] == ("step 30", 1.0), 30000)
     assert len(seen) < 30  # coalesced: the window repaints a few times, not per report
     finish.set()
+    assert runner.shutdown(10000)
+    runner.deleteLater()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice values are Linux's")
+def test_workers_and_the_threads_they_start_give_way_to_the_gui_thread(qapp, qtbot):
+    """On two cores a run's threads and software OpenGL share the CPUs: workers are niced, and
+    so are threads they start (ONNX Runtime's pool), while the GUI thread keeps its priority."""
+    import os
+
+    from app.ui.workers import BACKGROUND_NICE, Tag, TaskRunner
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    gui = nice()
+    runner = TaskRunner(threads=1)
+    seen: list[tuple[int, int]] = []
+
+    def task(token, progress):
+        inner: list[int] = []
+        t = threading.Thread(target=lambda: inner.append(nice()))
+        t.start()
+        t.join()
+        return nice(), inner[0]
+
+    runner.done.connect(lambda tag, result: seen.append(result))
+    runner.submit(Tag("run", "a", 1), task)
+    wait_for(qtbot, lambda: bool(seen), 30000)
+    assert seen[0] == (min(19, gui + BACKGROUND_NICE),) * 2
+    assert nice() == gui
     assert runner.shutdown(10000)
     runner.deleteLater()

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from .workers import lower_thread_priority
+
 THUMB = 96
 
 
@@ -391,6 +393,7 @@ class Viewer2D(QtWidgets.QWidget):
 
     def _compose(self, job: Composition, args: tuple) -> None:
         """Runs on the pool: compose unless a newer request replaced this one meanwhile."""
+        lower_thread_priority()
         try:
             if job is self._pending:
                 job.image, job.text = compose(*args)

@@ -9,6 +9,9 @@ work functions never touch a widget.
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +26,36 @@ TaskFn = Callable[[CancelToken, ProgressFn], Any]
 PROGRESS_EVERY_MS = 250
 """Progress reaches the window at most this often per task (the latest report wins): each
 repaint of a status-bar widget costs tens of ms in a window holding an OpenGL view."""
+
+
+BACKGROUND_NICE = 10
+"""How much nicer (Linux) the worker threads, and the ONNX Runtime threads they start, are than
+the process."""
+_lowered = threading.local()
+
+
+def lower_thread_priority() -> None:
+    """Let the calling worker thread give way to the GUI thread for the CPU.
+
+    On two cores a run's decoder threads and software OpenGL compete for the same CPUs; the
+    window's render then takes twice as long. Threads a niced thread starts (ONNX Runtime's
+    pool, made with its session) inherit the nice value on Linux. Done once per thread.
+    """
+    if getattr(_lowered, "done", False):
+        return
+    _lowered.done = True
+    if sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(
+                os.PRIO_PROCESS,
+                tid,
+                min(19, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE),
+            )
+        except OSError:  # not allowed here: the thread keeps the normal priority
+            pass
+    else:
+        QtCore.QThread.currentThread().setPriority(QtCore.QThread.Priority.LowPriority)
 
 
 @dataclass(frozen=True)
@@ -80,6 +113,7 @@ class _Task(QtCore.QRunnable):
         self._relay, self._tag, self._token, self._fn = relay, tag, token, fn
 
     def run(self) -> None:
+        lower_thread_priority()
         relay, tag, token = self._relay, self._tag, self._token
 
         def progress(stage: str, fraction: float) -> None:
