@@ -79,6 +79,7 @@ def test_2d_panel_overlay_and_roi(qapp, qtbot):
     v.set_classes(["background", "tooth", "gum"], [(0, 0, 0), (240, 230, 120), (210, 60, 60)])
     v.set_images([ImageEntry(Path("synthetic.png"), rgb, labels, roi_box=(10, 10, 150, 110))])
     v.view.fit()
+    qtbot.waitUntil(lambda: "tooth: " in v.info.text(), timeout=10000)  # the overlay is drawn
     qtbot.wait(50)
     img = v.view.viewport().grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB888)
     rows = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())
