@@ -187,6 +187,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
         sample_workspace_copy,
     )
     from .style import apply_style
+    from .viewer3d import preload_qtpy
 
     log_path = setup_logging()
     logging.getLogger("crownscan").info("crownscan %s starting", __version__)
@@ -205,6 +206,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     if args.resolution is not None:
         settings.resolution = max(0, args.resolution)
 
+    preload_qtpy()
     window = MainWindow(settings, store)
     window.resize(width, height)
     window.show()

@@ -101,6 +101,18 @@ def mesh_to_polydata(mesh) -> pv.PolyData:
     return poly
 
 
+def preload_qtpy() -> None:
+    """Import qtpy, the Qt layer pyvistaqt is written on; call before the window shows.
+
+    Its modules wrap PySide6's enums and static methods as they load: 0.35 s of the GUI thread
+    holding the interpreter, which froze the window when pyvistaqt came after it was up. Not on
+    a thread: qtpy binds PySide6's modules while the GUI thread builds the window with them.
+    """
+    import qtpy.QtCore  # noqa: F401
+    import qtpy.QtGui  # noqa: F401
+    import qtpy.QtWidgets  # noqa: F401
+
+
 class Viewer3D(QtWidgets.QWidget):
     """Scan (stone colour) and crown (tooth colour) with toggles, opacity, views, screenshot."""
 
@@ -226,8 +238,8 @@ class Viewer3D(QtWidgets.QWidget):
         need not wait for), then make the interactor here, on the GUI thread.
 
         Only modules that load no Qt go to the thread: pyvistaqt pulls in qtpy, which binds
-        PySide6's modules wholesale, and that stays on the GUI thread (once, ~0.4 s) rather
-        than race the window's own use of Qt."""
+        PySide6's modules wholesale; :func:`preload_qtpy` loads that on the GUI thread before
+        the window shows rather than race the window's own use of Qt."""
         if self._plotter is not None or self._importing is not None:
             return
         self._vtk_imported.connect(self.make_plotter, QtCore.Qt.ConnectionType.QueuedConnection)
@@ -538,7 +550,7 @@ class Viewer3D(QtWidgets.QWidget):
 
     def view_direction(self) -> np.ndarray:
         """The unit direction from the focal point towards the camera, as shown now."""
-        cam = self.plotter.camera
+        cam = self.plotter.renderer.camera
         d = np.subtract(cam.position, cam.focal_point)
         return d / np.linalg.norm(d)
 
@@ -551,8 +563,11 @@ class Viewer3D(QtWidgets.QWidget):
 
     def reset_camera(self) -> None:
         if self._meshes:
-            self.plotter.renderer.reset_camera(render=False)  # the plotter's own always renders
-            self.plotter.camera.zoom(1.15)
+            # the plotter's reset_camera, and its camera until one is set, render on the spot
+            renderer = self.plotter.renderer
+            renderer.reset_camera(render=False)
+            renderer.camera.is_set = True
+            renderer.camera.zoom(1.15)
         self.render()
 
     def show_new_case(self) -> None:
