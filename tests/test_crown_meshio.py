@@ -36,6 +36,52 @@ def test_formats_load_with_merged_vertices(tmp_path: Path, kind: str) -> None:
     np.testing.assert_allclose(mesh.bounds, box.bounds, atol=1e-5)
 
 
+def _trimesh_load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    loaded = trimesh.load(str(path), file_type=path.suffix[1:], process=False, force="mesh")
+    return np.asarray(loaded.vertices, np.float64), np.asarray(loaded.faces, np.int64)
+
+
+@pytest.mark.parametrize("kind", ["stl", "stl_ascii", "ply", "ply_ascii"])
+def test_format_reader_alone_gives_what_trimesh_load_gives(tmp_path: Path, kind: str) -> None:
+    """The fast path (the format reader without trimesh's scene, copy and hash) and the plain
+    one read the same arrays, bit for bit; polygons and point clouds take the plain one."""
+    from app.core.crown.meshio import _read_triangles
+
+    box = _box_mm()
+    path = tmp_path / f"box.{kind[:3]}"
+    if kind == "stl_ascii":
+        path.write_text(trimesh.exchange.stl.export_stl_ascii(box))
+    else:
+        path.write_bytes(
+            box.export(file_type=kind[:3], **({"encoding": "ascii"} if kind == "ply_ascii" else {}))
+        )
+    fast = _read_triangles(path)
+    assert fast is not None
+    for got, want in zip(fast, _trimesh_load(path), strict=True):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    quads = tmp_path / "quads.ply"
+    quads.write_text(
+        "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\n"
+        "property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n"
+        "0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n"
+    )
+    assert _read_triangles(quads) is None
+    assert len(load_mesh(quads).faces) == 2
+
+
+def test_real_samples_read_alike_on_both_paths(dental_samples: Path) -> None:
+    from app.core.crown.meshio import _read_triangles
+
+    files = sorted(dental_samples.glob("*.stl")) + sorted(dental_samples.glob("*.ply"))
+    assert files
+    for path in files:
+        fast = _read_triangles(path)
+        assert fast is not None, path.name
+        for got, want in zip(fast, _trimesh_load(path), strict=True):
+            np.testing.assert_array_equal(got, want, err_msg=path.name)
+
+
 def test_vtp_written_by_vtk_loads(tmp_path: Path) -> None:
     from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
     from vtkmodules.vtkCommonCore import vtkPoints

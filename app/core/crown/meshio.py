@@ -77,12 +77,40 @@ def merge_vertices(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
 
 
 def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices and triangles as trimesh reads them (``process=False``): PLY and STL straight
+    from its format reader, anything else (and a PLY of polygons) through ``trimesh.load``."""
     import trimesh
 
+    direct = _read_triangles(path)
+    if direct is not None:
+        return direct
     loaded = trimesh.load(str(path), file_type=path.suffix[1:].lower(), process=False, force="mesh")
     if not hasattr(loaded, "faces"):
         raise ValueError("no triangle surface in the file")
     return np.asarray(loaded.vertices, dtype=np.float64), np.asarray(loaded.faces, dtype=np.int64)
+
+
+def _read_triangles(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """A PLY or STL file's vertices and triangles from trimesh's format reader alone; None when
+    the file needs ``trimesh.load`` (other formats, polygons, no faces).
+
+    ``trimesh.load(force="mesh")`` wraps the same arrays in a scene, then copies and hashes
+    them: ten times the time, in calls that hold the interpreter while the window waits.
+    """
+    from trimesh.exchange.load import mesh_loaders
+
+    kind = path.suffix[1:].lower()
+    if kind not in ("ply", "stl"):
+        return None
+    with open(path, "rb") as f:
+        loaded = mesh_loaders[kind](f, file_type=kind)
+    if not isinstance(loaded, dict) or loaded.get("faces") is None:
+        return None
+    vertices = np.asarray(loaded.get("vertices"), dtype=np.float64)
+    faces = np.asarray(loaded["faces"])
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        return None
+    return vertices, faces.astype(np.int64)
 
 
 def _read_vtp(path: Path) -> tuple[np.ndarray, np.ndarray]:
