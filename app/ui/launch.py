@@ -70,6 +70,39 @@ def _wait(app, condition, timeout_s: float) -> bool:
     return spin_until(condition, int(timeout_s * 1000))
 
 
+def _wait_quietly(condition, timeout_s: float) -> bool:
+    """Like :func:`_wait`, answering no input meanwhile (nothing is on the screen to click)."""
+    from PySide6 import QtCore
+
+    from .workers import spin_until
+
+    flags = QtCore.QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents
+    return spin_until(condition, int(timeout_s * 1000), flags)
+
+
+def splash_screen():
+    """A small card saying the application is starting, shown at once (the window follows
+    when its 3D panel and libraries are loaded, 1-3 s)."""
+    from PySide6 import QtCore, QtGui, QtWidgets
+
+    pixmap = QtGui.QPixmap(420, 140)
+    pixmap.fill(QtGui.QColor(44, 49, 56))
+    painter = QtGui.QPainter(pixmap)
+    painter.setPen(QtGui.QColor(235, 235, 235))
+    font = painter.font()
+    font.setPointSize(18)
+    painter.setFont(font)
+    painter.drawText(QtCore.QRect(24, 30, 380, 40), 0, "Crownscan")
+    font.setPointSize(10)
+    painter.setFont(font)
+    painter.drawText(QtCore.QRect(24, 84, 380, 30), 0, f"{__version__} — starting…")
+    painter.end()
+    splash = QtWidgets.QSplashScreen(pixmap)
+    splash.show()
+    QtWidgets.QApplication.processEvents()
+    return splash
+
+
 def _next_phase(app, probe, name: str) -> None:
     """Start measuring phase ``name``, after letting the work the last step deferred (a
     render, a queued signal) land in the phase that caused it."""
@@ -206,16 +239,22 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     if args.resolution is not None:
         settings.resolution = max(0, args.resolution)
 
+    splash = splash_screen()
     preload_qtpy()
     window = MainWindow(settings, store)
     window.resize(width, height)
+    # the window shows once its 3D panel is made (pyvista loads on a thread, the OpenGL context
+    # takes ~0.25 s on software GL) and it was laid out and drawn once off screen: a window
+    # that froze for those just after it appeared would look broken
+    window.viewer3d.make_plotter_soon()
+    _wait_quietly(lambda: window.viewer3d.has_plotter, 120)
+    window.grab()
     window.show()
+    splash.finish(window)
     probe = LatencyProbe(app) if args.probe_latency else None
     if probe is not None:
         probe.phase("start-up")
         probe.finish_when_hidden(window)
-    # the 3D panel loads pyvista (the slowest import) on a thread; the window shows meanwhile
-    window.viewer3d.make_plotter_soon()
     code = 0
     previous_hook = sys.excepthook
     sys.excepthook = unexpected_error_hook(window, log_path)

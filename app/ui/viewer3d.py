@@ -234,8 +234,8 @@ class Viewer3D(QtWidgets.QWidget):
         return self._plotter is not None
 
     def make_plotter_soon(self) -> None:
-        """Load pyvista and VTK's rendering on a thread (seconds of library loading the window
-        need not wait for), then make the interactor here, on the GUI thread.
+        """Load pyvista, VTK's rendering and trimesh on a thread (seconds of library loading
+        while the window is being built), then make the interactor here, on the GUI thread.
 
         Only modules that load no Qt go to the thread: pyvistaqt pulls in qtpy, which binds
         PySide6's modules wholesale; :func:`preload_qtpy` loads that on the GUI thread before
@@ -244,13 +244,14 @@ class Viewer3D(QtWidgets.QWidget):
             return
         self._vtk_imported.connect(self.make_plotter, QtCore.Qt.ConnectionType.QueuedConnection)
         self._importing = threading.Thread(
-            target=self._import_vtk, name="import-pyvista", daemon=True
+            target=self._import_vtk, name="import-libraries", daemon=True
         )
         self._importing.start()
 
     def _import_vtk(self) -> None:
         try:
             import pyvista.plotting  # noqa: F401
+            import trimesh  # noqa: F401  (the first case's mesh reader: here rather than later)
             import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
         finally:
             try:
