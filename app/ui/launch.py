@@ -243,18 +243,8 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
     preload_qtpy()
     window = MainWindow(settings, store)
     window.resize(width, height)
-    # the window shows once its 3D panel is made (pyvista loads on a thread, the OpenGL context
-    # takes ~0.25 s on software GL) and it was laid out and drawn once off screen: a window
-    # that froze for those just after it appeared would look broken
     window.viewer3d.make_plotter_soon()
-    _wait_quietly(lambda: window.viewer3d.has_plotter, 120)
-    window.grab()
-    window.show()
-    splash.finish(window)
     probe = LatencyProbe(app) if args.probe_latency else None
-    if probe is not None:
-        probe.phase("start-up")
-        probe.finish_when_hidden(window)
     code = 0
     previous_hook = sys.excepthook
     sys.excepthook = unexpected_error_hook(window, log_path)
@@ -271,6 +261,16 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
             if args.workspace is not None or args.quit:
                 return _fail(str(exc), EXIT_INPUT)
             window.message(str(exc))
+        # the window shows once its 3D panel is made (pyvista loads on a thread, the OpenGL
+        # context takes ~0.25 s on software GL) and it was laid out and drawn once off screen:
+        # a window that froze for those just after it appeared would look broken
+        _wait_quietly(lambda: window.viewer3d.has_plotter, 120)
+        window.grab()
+        window.show()
+        splash.finish(window)
+        if probe is not None:
+            probe.phase("start-up")
+            probe.finish_when_hidden(window)
         if probe is not None:
             _wait(app, lambda: _started(window), 120)
         smoke = (
@@ -333,6 +333,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
         code = app.exec()
     finally:
         sys.excepthook = previous_hook
+        splash.close()
         window.close()
         window.deleteLater()
         app.processEvents()

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 STONE_COLOR = (0.70, 0.69, 0.66)
 TOOTH_COLOR = (0.98, 0.93, 0.78)
 BACKGROUND = ((0.17, 0.19, 0.22), (0.36, 0.40, 0.45))
+RENDER_BREAK_MS = 15
 FRAME_COLOR = (0.35, 0.75, 1.0)
 OCCLUSAL_COLOR = (0.45, 0.9, 0.45)
 MESIAL_COLOR = (1.0, 0.62, 0.2)
@@ -579,11 +580,14 @@ class Viewer3D(QtWidgets.QWidget):
         self.reset_camera()
 
     def render(self) -> None:
-        """Ask for a render; several requests in one pass of the event loop render once
-        (software OpenGL needs ~0.2 s per frame for a full scan)."""
+        """Ask for a render; several requests within :data:`RENDER_BREAK_MS` render once.
+
+        The pause lets the event loop answer input between the work that changed the scene
+        (a case shown: panels, frame, lists) and the frame itself, which on software OpenGL
+        takes 30-70 ms: one stall of both would pass 100 ms."""
         if not self._render_pending:
             self._render_pending = True
-            QtCore.QTimer.singleShot(0, self._render_now)
+            QtCore.QTimer.singleShot(RENDER_BREAK_MS, self._render_now)
 
     def _render_now(self) -> None:
         """Render once, in the widget's next paint: ``plotter.render()`` would render now and
