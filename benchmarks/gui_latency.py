@@ -1,8 +1,8 @@
 """Stalls of the window's event loop, phase by phase, as the app's latency probe measures them.
 
 Each session is one fresh process of the app on a copy of the sample workspace (four cases,
-the bundled demo models): ``python -m app --workspace W --case case_002 --run
---probe-latency`` gives the phases start-up, show result and run; then a sequence driven by a
+the bundled demo models; ``--workspace DIR`` for another, e.g. real scans): ``python -m app
+--workspace W --case <second case> --run --probe-latency`` gives the phases start-up, show result and run; then a sequence driven by a
 timer in the same process, through the window's own slots, the way a technician works:
 
 - show result: every case in turn, then the one just generated, 1 s on each;
@@ -102,7 +102,7 @@ class Session:
         names = list(w.case_list.names())
 
         probe.phase("show result")
-        for name in [*names, "case_002"]:
+        for name in [*names, names[min(1, len(names) - 1)]]:  # the last: the one just run
             w.case_list.select(name)
             yield self._after(SHOW_S)
 
@@ -160,11 +160,17 @@ def child(app_args: list[str]) -> int:
 # --- the measuring side -----------------------------------------------------------------------
 
 
-def _workspace(folder: Path) -> Path:
+def _workspace(folder: Path, source: Path | None) -> tuple[Path, str]:
+    """A copy of ``source`` (default: the sample workspace plus a fourth case) and the case the
+    smoke steps run: the second by name."""
     ws = folder / "workspace"
-    shutil.copytree(ROOT / "resources" / "samples", ws)
-    shutil.copytree(ws / "case_001", ws / "case_004")
-    return ws
+    if source is None:
+        shutil.copytree(ROOT / "resources" / "samples", ws)
+        shutil.copytree(ws / "case_001", ws / "case_004")
+    else:
+        shutil.copytree(source, ws, ignore=shutil.ignore_patterns("output", "*.sqlite*"))
+    names = sorted(p.name for p in ws.iterdir() if p.is_dir())
+    return ws, names[min(1, len(names) - 1)]
 
 
 def _phases(child_args: list[str], env: dict, timeout_s: float) -> dict[str, tuple[float, float]]:
@@ -191,7 +197,7 @@ def _phases(child_args: list[str], env: dict, timeout_s: float) -> dict[str, tup
 
 
 def measure(
-    tree: Path, timeout_s: float, stacks_ms: float | None = None
+    tree: Path, timeout_s: float, stacks_ms: float | None = None, source: Path | None = None
 ) -> tuple[dict[str, tuple[float, float]], str]:
     """One session of the app in ``tree`` then a bare window for IDLE_S: worst (max_ms,
     p99_ms) per phase, and the load average before and after."""
@@ -206,7 +212,8 @@ def measure(
         }
         if stacks_ms is not None:
             env["CROWNSCAN_PROBE_STACKS"] = str(stacks_ms)
-        app_args = ["--workspace", str(_workspace(work)), "--case", "case_002", "--run"]
+        ws, case = _workspace(work, source)
+        app_args = ["--workspace", str(ws), "--case", case, "--run"]
         app_args += ["--probe-latency", "--settings", str(work / "settings.ini")]
         load_before = os.getloadavg()[0]
         worst = _phases(["--child", "--", *app_args], env, timeout_s)
@@ -234,6 +241,11 @@ def main() -> int:
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per session")
     parser.add_argument(
+        "--workspace",
+        type=Path,
+        help="measure on a copy of this workspace (default: the samples and a fourth case)",
+    )
+    parser.add_argument(
         "--stacks",
         type=float,
         metavar="MS",
@@ -259,7 +271,7 @@ def main() -> int:
     figures: dict[str, list[dict[str, tuple[float, float]]]] = {}
     for label, tree in zip(labels, trees, strict=True):
         for s in range(args.sessions):
-            worst, load = measure(tree.resolve(), args.timeout, args.stacks)
+            worst, load = measure(tree.resolve(), args.timeout, args.stacks, args.workspace)
             figures.setdefault(label, []).append(worst)
             print(f"  {label} session {s + 1}: load average {load}", flush=True)
     header = f"{'phase':<22}" + "".join(f" {lb + ' max ms':>16} {'p99 ms':>8}" for lb in labels)
