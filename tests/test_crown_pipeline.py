@@ -339,6 +339,55 @@ def test_extract_surface_closes_at_the_box_and_faces_outward() -> None:
     assert extract_surface(np.zeros((9, 9, 9), np.float32), 0.0) is None
 
 
+def _same_triangles(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> None:
+    """Two meshes with the same vertices (to float32 rounding) and the same oriented triangles,
+    in any order."""
+    from scipy.spatial import cKDTree
+
+    (va, fa), (vb, fb) = a, b
+    assert len(va) == len(vb) and len(fa) == len(fb)
+    dist, match = cKDTree(vb).query(va)
+    assert dist.max() < 1e-4 and len(np.unique(match)) == len(va)  # one to one
+    fa = match[fa]
+
+    def canonical(f: np.ndarray) -> np.ndarray:
+        f = np.stack([np.roll(t, -int(t.argmin())) for t in f])  # orientation kept
+        return f[np.lexsort(f.T[::-1])]
+
+    np.testing.assert_array_equal(canonical(fa), canonical(fb))
+
+
+@pytest.mark.parametrize("shape", ["blobs", "quantised", "box"])
+def test_marching_cubes_in_slabs_gives_the_triangles_of_one_call(shape: str) -> None:
+    """Slabs (so the interpreter is let go between them) against one call of scikit-image's
+    marching cubes on the same padded grid, both followed by the grid-point merge: the same
+    vertices and triangles."""
+    from skimage.measure import marching_cubes
+
+    from app.core.crown.surface import (
+        PAD_VALUE,
+        _merge_grid_point_vertices,
+        marching_cubes_in_slabs,
+    )
+
+    g = np.linspace(-1, 1, 70)
+    x, y, z = np.meshgrid(g, g, g, indexing="ij")
+    if shape == "blobs":
+        values = np.sin(4 * x) * np.cos(3 * y) + np.sin(5 * z) - 0.2
+    elif shape == "quantised":  # many values exactly at the level
+        values = np.round((0.7 - np.sqrt(x**2 + (1.4 * y) ** 2 + z**2)) * 8) / 8
+    else:
+        values = np.full(x.shape, 5.0)
+    grid = np.pad(values.astype(np.float32), 1, constant_values=PAD_VALUE)
+    one_v, one_f = marching_cubes(grid, level=0.0)[:2]
+    one = _merge_grid_point_vertices(one_v.astype(np.float64), one_f.astype(np.int64))
+    for slab in (7, 16, 32):
+        v, f = marching_cubes_in_slabs(grid, 0.0, slab=slab)
+        assert v.dtype == np.float64 and f.dtype == np.int64
+        _same_triangles(_merge_grid_point_vertices(v, f), one)
+    assert marching_cubes_in_slabs(np.full((9, 9, 9), -1.0, np.float32), 0.0)[1].shape == (0, 3)
+
+
 def test_point_conventions_and_decision_level() -> None:
     p = np.array([[0.1, -0.2, 0.3]])
     np.testing.assert_allclose(to_model_points(p, "ifnet"), [[0.6, -0.4, 0.2]], atol=1e-7)
