@@ -1,8 +1,9 @@
 """Stalls of the window's event loop, phase by phase, as the app's latency probe measures them.
 
 Each session is one fresh process of the app on a copy of the sample workspace (four cases,
-the bundled demo models; ``--workspace DIR`` for another, e.g. real scans): ``python -m app
---workspace W --case <second case> --run --probe-latency`` gives the phases start-up, show result and run; then a sequence driven by a
+the bundled demo models; ``--workspace DIR`` for another, e.g. real scans; ``--resolution N``
+for a lab model's grid): ``python -m app --workspace W --case <second case> --run
+--probe-latency`` gives the phases start-up, show result and run; then a sequence driven by a
 timer in the same process, through the window's own slots, the way a technician works:
 
 - show result: every case in turn, then the one just generated, 1 s on each;
@@ -197,7 +198,11 @@ def _phases(child_args: list[str], env: dict, timeout_s: float) -> dict[str, tup
 
 
 def measure(
-    tree: Path, timeout_s: float, stacks_ms: float | None = None, source: Path | None = None
+    tree: Path,
+    timeout_s: float,
+    stacks_ms: float | None = None,
+    source: Path | None = None,
+    resolution: int | None = None,
 ) -> tuple[dict[str, tuple[float, float]], str]:
     """One session of the app in ``tree`` then a bare window for IDLE_S: worst (max_ms,
     p99_ms) per phase, and the load average before and after."""
@@ -214,6 +219,8 @@ def measure(
             env["CROWNSCAN_PROBE_STACKS"] = str(stacks_ms)
         ws, case = _workspace(work, source)
         app_args = ["--workspace", str(ws), "--case", case, "--run"]
+        if resolution is not None:
+            app_args += ["--resolution", str(resolution)]
         app_args += ["--probe-latency", "--settings", str(work / "settings.ini")]
         load_before = os.getloadavg()[0]
         worst = _phases(["--child", "--", *app_args], env, timeout_s)
@@ -246,6 +253,9 @@ def main() -> int:
         help="measure on a copy of this workspace (default: the samples and a fourth case)",
     )
     parser.add_argument(
+        "--resolution", type=int, help="crown grid resolution (default: the model's)"
+    )
+    parser.add_argument(
         "--stacks",
         type=float,
         metavar="MS",
@@ -271,7 +281,9 @@ def main() -> int:
     figures: dict[str, list[dict[str, tuple[float, float]]]] = {}
     for label, tree in zip(labels, trees, strict=True):
         for s in range(args.sessions):
-            worst, load = measure(tree.resolve(), args.timeout, args.stacks, args.workspace)
+            worst, load = measure(
+                tree.resolve(), args.timeout, args.stacks, args.workspace, args.resolution
+            )
             figures.setdefault(label, []).append(worst)
             print(f"  {label} session {s + 1}: load average {load}", flush=True)
     header = f"{'phase':<22}" + "".join(f" {lb + ' max ms':>16} {'p99 ms':>8}" for lb in labels)
