@@ -82,25 +82,9 @@ def test_real_samples_read_alike_on_both_paths(dental_samples: Path) -> None:
             np.testing.assert_array_equal(got, want, err_msg=path.name)
 
 
-@pytest.mark.parametrize("rows", [0, 1, 7, 5000])
-def test_unique_rows_is_numpy_unique_on_axis_0(rows: int) -> None:
-    from app.core.crown.meshio import unique_rows
-
-    rng = np.random.default_rng(rows)
-    v = (rng.random((rows, 3)) - 0.5).round(2)  # coarse values: many equal rows and columns
-    v = np.concatenate([v, v[: rows // 2]])[rng.permutation(rows + rows // 2)]
-    if rows:
-        v[0] = (0.0, -0.0, 1.0)
-        v = np.concatenate([v, [(-0.0, 0.0, 1.0)]])
-    want_rows, want_inverse = np.unique(v, axis=0, return_inverse=True)
-    got_rows, got_inverse = unique_rows(v)
-    np.testing.assert_array_equal(got_rows, want_rows)
-    np.testing.assert_array_equal(got_inverse, want_inverse.reshape(-1))
-    assert got_inverse.dtype == np.int64
-
-
 def test_real_stl_scans_merge_alike_on_both_paths(dental_samples: Path) -> None:
-    from app.core.crown.meshio import _read_triangles, unique_rows
+    from app.core.arrays import unique_rows
+    from app.core.crown.meshio import _read_triangles
 
     for path in sorted(dental_samples.glob("*.stl")):
         vertices, _ = _read_triangles(path)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.core.arrays import sorted_unique
+
 NO_BAND = -1
 
 
@@ -126,7 +128,7 @@ def signed_distances(
     todo = np.flatnonzero(lower - radius.max() <= max_mm)
     if len(todo) == 0:
         return out
-    used = np.asarray(vertices, dtype=np.float64)[np.unique(np.asarray(faces).ravel())]
+    used = np.asarray(vertices, dtype=np.float64)[sorted_unique(np.asarray(faces))]
     bound = np.minimum(cKDTree(used).query(points[todo])[0], max_mm)
     pairs = tree.query_ball_point(points[todo], bound + radius.max())
     counts = np.fromiter((len(p) for p in pairs), dtype=np.int64, count=len(todo))

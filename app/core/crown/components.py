@@ -14,6 +14,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from app.core.arrays import sorted_unique
+
 
 @dataclass(frozen=True)
 class Part:
@@ -45,7 +47,7 @@ def split_parts(vertices: np.ndarray, faces: np.ndarray) -> list[Part]:
     parts = []
     for label in np.unique(face_label):
         sel = np.flatnonzero(face_label == label)
-        used = np.unique(faces[sel])
+        used = sorted_unique(faces[sel])
         parts.append(
             Part(sel, float(abs(per_face[sel].sum())), np.asarray(vertices)[used].mean(axis=0))
         )
@@ -98,7 +100,7 @@ def submesh(
     """The vertices and faces of ``parts`` alone, re-indexed."""
     sel = np.concatenate([p.faces for p in parts]) if parts else np.zeros(0, dtype=np.int64)
     f = np.asarray(faces)[np.sort(sel)]
-    used = np.unique(f)
+    used = sorted_unique(f)
     remap = np.full(len(vertices), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     return np.asarray(vertices)[used], remap[f]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.core.arrays import sorted_unique
 from app.core.crown.voxelize import grid_axis
 
 Evaluate = Callable[[np.ndarray], np.ndarray]
@@ -147,7 +148,7 @@ def _neighbour_cells(cells: np.ndarray, m: int) -> np.ndarray:
     cy, cz = np.divmod(rest, m)
     xyz = (np.stack([cx, cy, cz], 1)[:, None, :] + _NEIGHBOURS[None]).reshape(-1, 3)
     xyz = xyz[((xyz >= 0) & (xyz < m)).all(1)]
-    return np.unique((xyz[:, 0] * m + xyz[:, 1]) * m + xyz[:, 2])
+    return sorted_unique((xyz[:, 0] * m + xyz[:, 1]) * m + xyz[:, 2])
 
 
 def _trace(
@@ -175,7 +176,7 @@ def _trace(
     while frontier.size:
         visited[frontier] = True
         corners = _cell_corners(frontier, n)
-        todo = np.unique(corners)
+        todo = sorted_unique(corners)
         todo = todo[~known[todo]]
         if todo.size:
             flat[todo] = _evaluate_flat(evaluate, n, todo, chunk)
@@ -286,7 +287,7 @@ def _merge_grid_point_vertices(verts: np.ndarray, faces: np.ndarray):
         return verts, faces
     f = target[faces]
     f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
-    used = np.unique(f)
+    used = sorted_unique(f)
     remap = np.full(len(verts), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     return verts[used], remap[f]

@@ -42,6 +42,8 @@ from typing import Literal
 
 import numpy as np
 
+from app.core.arrays import sorted_unique
+
 VoxelMode = Literal["solid", "surface"]
 Placement = Literal["points", "cells"]
 SurfaceRule = Literal["ball", "cube"]
@@ -378,7 +380,7 @@ def _surface_reference(tri: np.ndarray, grid: Grid, region: np.ndarray) -> np.nd
         tidx = np.concatenate([np.asarray(c, dtype=np.int64) for c in lists if c])
         closest = trimesh.triangles.closest_point(tri[tidx], chunk[pidx])
         dist = np.linalg.norm(closest - chunk[pidx], axis=1)
-        hit = np.unique(pidx[dist <= r]) + start
+        hit = sorted_unique(pidx[dist <= r]) + start
         out[ii[hit], jj[hit], kk[hit]] = True
     return out
 
