@@ -235,8 +235,9 @@ class Viewer3D(QtWidgets.QWidget):
         return self._plotter is not None
 
     def make_plotter_soon(self) -> None:
-        """Load pyvista, VTK's rendering and trimesh on a thread (seconds of library loading
-        while the window is being built), then make the interactor here, on the GUI thread.
+        """Load pyvista, VTK's rendering and the libraries of a case's first load and run on a
+        thread (seconds of loading while the window is being built), then make the interactor
+        here, on the GUI thread.
 
         Only modules that load no Qt go to the thread: pyvistaqt pulls in qtpy, which binds
         PySide6's modules wholesale; :func:`preload_qtpy` loads that on the GUI thread before
@@ -251,8 +252,10 @@ class Viewer3D(QtWidgets.QWidget):
 
     def _import_vtk(self) -> None:
         try:
-            import pyvista.plotting  # noqa: F401
-            import trimesh  # noqa: F401  (the first case's mesh reader: here rather than later)
+            import cv2  # noqa: F401  (these three hold the interpreter for 0.1-0.3 s as they
+            import pyvista.plotting  # noqa: F401  load: here, before the window shows, rather
+            import skimage.measure  # noqa: F401  than in a case's first load or run)
+            import trimesh  # noqa: F401
             import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
         finally:
             try:
@@ -273,6 +276,7 @@ class Viewer3D(QtWidgets.QWidget):
             self._plotter.set_background(BACKGROUND[0], top=BACKGROUND[1])
             self.layout().replaceWidget(self._slot, self._plotter)
             self._slot.deleteLater()
+            self._tune_for_renderer()  # before its first frame, which comes with the window
         return self._plotter
 
     @staticmethod
@@ -593,8 +597,8 @@ class Viewer3D(QtWidgets.QWidget):
         """Render once, in the widget's next paint: ``plotter.render()`` would render now and
         its finished frame would schedule that paint, which renders again."""
         self._render_pending = False
-        if not getattr(self.plotter, "_closed", True):
-            self._tune_for_renderer()
+        if not getattr(self.plotter, "_closed", True) and self.plotter.isVisible():
+            # hidden (before the window shows): its first paint draws the scene as it is then
             self.plotter.renderers.on_plotter_render()
             self.plotter.update()
 
@@ -605,12 +609,12 @@ class Viewer3D(QtWidgets.QWidget):
         frame again). Real GPUs keep the full look."""
         if self._tuned:
             return
-        self._tuned = True
         rw = self.plotter.render_window
         try:
             caps = rw.ReportCapabilities().lower()
-        except Exception:  # no context yet on some platforms: keep the defaults
+        except Exception:  # no context yet on some platforms: the next render tries again
             return
+        self._tuned = True
         self.software_gl = any(k in caps for k in ("llvmpipe", "softpipe", "swrast"))
         if self.software_gl:
             import pyvista as pv
