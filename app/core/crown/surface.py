@@ -22,10 +22,10 @@ Evaluate = Callable[[np.ndarray], np.ndarray]
 
 PAD_VALUE = -1.0e6
 _CHUNK = 1 << 18
-MC_SLAB = 32
+MC_SLAB = 16
 """Grid layers per marching-cubes call. scikit-image's marching cubes holds the interpreter for
 its whole run (435 ms for a 257^3 grid, the window frozen meanwhile), so the grid goes through
-in slabs of this many layers (~55 ms each) and other threads run between them."""
+in slabs of this many layers (~30 ms each at 257) and other threads run between them."""
 
 
 def grid_points(resolution: int, flat: np.ndarray) -> np.ndarray:
