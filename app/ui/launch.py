@@ -266,6 +266,7 @@ def _gui(args: argparse.Namespace, width: int, height: int) -> int:
         # a window that froze for those just after it appeared would look broken
         _wait_quietly(lambda: window.viewer3d.has_plotter, 120)
         window.grab()
+        window.viewer3d.show_after_window()
         window.show()
         splash.finish(window)
         if probe is not None:
