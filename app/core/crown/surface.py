@@ -277,13 +277,18 @@ def _merge_grid_point_vertices(verts: np.ndarray, faces: np.ndarray):
     """Marching cubes makes one vertex per crossed edge; where a value equals the level exactly,
     several edges share the grid point and their vertices coincide. Only such vertices (all
     coordinates integral, in index space) can coincide, so only they are merged."""
-    on_grid = np.flatnonzero((verts == np.round(verts)).all(axis=1))
-    if on_grid.size == 0:
+    return _merge_coincident(verts, faces, np.flatnonzero((verts == np.round(verts)).all(axis=1)))
+
+
+def _merge_coincident(verts: np.ndarray, faces: np.ndarray, candidates: np.ndarray):
+    """Merge the vertices ``candidates`` (indices) that coincide into the first of each group;
+    faces that collapse and vertices left unused are dropped."""
+    if candidates.size == 0:
         return verts, faces
-    _, first, inverse = np.unique(verts[on_grid], axis=0, return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(verts[candidates], axis=0, return_index=True, return_inverse=True)
     target = np.arange(len(verts))
-    target[on_grid] = on_grid[first][inverse.reshape(-1)]
-    if np.array_equal(target[on_grid], on_grid):
+    target[candidates] = candidates[first][inverse.reshape(-1)]
+    if np.array_equal(target[candidates], candidates):
         return verts, faces
     f = target[faces]
     f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
@@ -327,14 +332,7 @@ def marching_cubes_in_slabs(
     # a vertex inside an edge of a shared layer was made by both slabs; vertices at grid
     # points are left to _merge_grid_point_vertices, as after one call
     on_layer = np.isin(v[:, 0], np.arange(slab, n - 1, slab, dtype=np.float64))
-    seam = np.flatnonzero(on_layer & (v != np.round(v)).any(axis=1))
-    _, first, inverse = np.unique(v[seam], axis=0, return_index=True, return_inverse=True)
-    target = np.arange(len(v))
-    target[seam] = seam[first][inverse.reshape(-1)]
-    keep = np.flatnonzero(target == np.arange(len(v)))
-    renumber = np.full(len(v), -1, dtype=np.int64)
-    renumber[keep] = np.arange(len(keep))
-    return v[keep], renumber[target[f]]
+    return _merge_coincident(v, f, np.flatnonzero(on_layer & (v != np.round(v)).any(axis=1)))
 
 
 def extract_surface(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray] | None:
