@@ -722,13 +722,11 @@ class MainWindow(QtWidgets.QMainWindow):
                 QtGui.QImage.Format.Format_RGB888,
             ).copy()
             plot = self.viewer3d.plotter
-            dpr = image.devicePixelRatio() or 1.0
             pos = plot.mapTo(self, QtCore.QPoint(0, 0))
             target = QtCore.QRectF(pos.x(), pos.y(), plot.width(), plot.height())
             painter = QtGui.QPainter(image)
             painter.drawImage(target, shot)
             painter.end()
-            del dpr
         return image
 
     def save_screenshot(self, path: str | Path) -> None:
